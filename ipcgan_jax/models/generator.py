@@ -1,0 +1,67 @@
+"""The IPCGAN generator: a ResNet encoder/decoder conditioned on the target age group."""
+from __future__ import annotations
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from ipcgan_jax.models.layers import ConvTransposeSame, Dtype, TFBatchNorm, conv_init, one_hot_maps
+
+
+class ResidualBlock(nn.Module):
+    """conv-BN-ReLU-conv-BN plus the input, with no ReLU after the add (SPEC §2).
+
+    Both BNs use batch statistics in every mode, as in the original."""
+
+    features: int
+    bn_epsilon: float = 1e-3
+    dtype: Dtype = jnp.float32
+
+    @nn.compact
+    def __call__(self, x: jax.Array, train: bool) -> jax.Array:
+        conv = lambda name: nn.Conv(self.features, (3, 3), padding="SAME", kernel_init=conv_init,  # noqa: E731
+                                    dtype=self.dtype, param_dtype=jnp.float32, name=name)
+        bn = lambda name: TFBatchNorm(epsilon=self.bn_epsilon, always_batch_stats=True,  # noqa: E731
+                                      dtype=self.dtype, name=name)
+        y = nn.relu(bn("bn1")(conv("conv1")(x), train))
+        return bn("bn2")(conv("conv2")(y), train) + x
+
+
+class Generator(nn.Module):
+    """G(images, age_group) -> images in [-1, 1] (tanh), the input's spatial size.
+
+    images: (N, H, W, 3), RGB 0..255 minus the Caffe mean (SPEC §7); H, W divisible by 4.
+    age_group: int (N,) in [0, num_groups), expanded here into one-hot condition maps.
+    train: batch statistics (and their moving-average update when `batch_stats` is
+      mutable); False uses the moving averages except in the residual blocks (SPEC §2).
+
+    `base_features` 32 and 6 residual blocks are the paper's network (1,976,611
+    parameters); smaller values are for quick runs only.
+    """
+
+    base_features: int = 32
+    num_res_blocks: int = 6
+    num_groups: int = 5
+    bn_epsilon: float = 1e-3
+    dtype: Dtype = jnp.float32
+
+    @nn.compact
+    def __call__(self, images: jax.Array, age_group: jax.Array, train: bool) -> jax.Array:
+        n, h, w, _ = images.shape
+        f = self.base_features
+        conv = lambda feat, k, s, name: nn.Conv(  # noqa: E731
+            feat, (k, k), strides=(s, s), padding="SAME", kernel_init=conv_init,
+            dtype=self.dtype, param_dtype=jnp.float32, name=name)
+        bn = lambda name: TFBatchNorm(epsilon=self.bn_epsilon, dtype=self.dtype, name=name)  # noqa: E731
+
+        maps = one_hot_maps(age_group, self.num_groups, h, w, self.dtype)
+        x = jnp.concatenate([images.astype(self.dtype), maps], axis=-1)
+        x = nn.relu(bn("bn1")(conv(f, 7, 1, "conv1")(x), train))
+        x = nn.relu(bn("bn2")(conv(2 * f, 3, 2, "conv2")(x), train))
+        x = nn.relu(bn("bn3")(conv(4 * f, 3, 2, "conv3")(x), train))
+        for i in range(self.num_res_blocks):
+            x = ResidualBlock(4 * f, self.bn_epsilon, self.dtype, name=f"unit_{i}")(x, train)
+        x = nn.relu(bn("bn4")(ConvTransposeSame(2 * f, dtype=self.dtype, name="deconv1")(x), train))
+        x = nn.relu(bn("bn5")(ConvTransposeSame(f, dtype=self.dtype, name="deconv2")(x), train))
+        x = conv(3, 7, 1, "conv4")(x)
+        return jnp.tanh(x.astype(jnp.float32))

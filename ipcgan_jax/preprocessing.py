@@ -1,0 +1,71 @@
+"""Input scalings of the original code (SPEC §7), in JAX.
+
+Three paths feed the networks: the generator and AlexNet get RGB 0..255 minus the Caffe
+mean [104, 117, 124] (subtracted in RGB order, as the original did), the discriminator
+gets [-1, 1]. Resizes are TF1's `resize_bilinear(align_corners=False)` (no half-pixel
+centres, no antialiasing); `legacy_resize_bilinear` reproduces it exactly, so the
+generator output reaches AlexNet as it did in the original.
+"""
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+MEAN_RGB = (104.0, 117.0, 124.0)
+
+
+def _legacy_source_coords(in_size: int, out_size: int):
+    # TF1 computes the source coordinate in float32: dst * (in / out).
+    scale = np.float32(in_size) / np.float32(out_size)
+    src = np.arange(out_size, dtype=np.float32) * scale
+    lo = np.floor(src).astype(np.int32)
+    hi = np.minimum(lo + 1, in_size - 1)
+    frac = (src - lo.astype(np.float32)).astype(np.float32)
+    return lo, hi, frac
+
+
+def legacy_resize_bilinear(images: jax.Array, height: int, width: int) -> jax.Array:
+    """TF1 `tf.image.resize_bilinear(images, (height, width), align_corners=False)`.
+
+    images: (N, H, W, C). Interpolates along x first, then y, in the order of TF's CPU
+    kernel, so results agree with TF to float round-off. Differentiable.
+    """
+    images = images.astype(jnp.promote_types(images.dtype, jnp.float32))
+    _, in_h, in_w, _ = images.shape
+    if (in_h, in_w) == (height, width):
+        return images
+    y_lo, y_hi, fy = _legacy_source_coords(in_h, height)
+    x_lo, x_hi, fx = _legacy_source_coords(in_w, width)
+    fx = jnp.asarray(fx, images.dtype)[None, None, :, None]
+    fy = jnp.asarray(fy, images.dtype)[None, :, None, None]
+    top_rows, bottom_rows = images[:, y_lo], images[:, y_hi]
+    top = top_rows[:, :, x_lo] + (top_rows[:, :, x_hi] - top_rows[:, :, x_lo]) * fx
+    bottom = bottom_rows[:, :, x_lo] + (bottom_rows[:, :, x_hi] - bottom_rows[:, :, x_lo]) * fx
+    return top + (bottom - top) * fy
+
+
+def pixels_to_generator_input(pixels: jax.Array, size: int) -> jax.Array:
+    """RGB 0..255 (any size) -> generator input: resized to `size`, minus the mean."""
+    resized = legacy_resize_bilinear(pixels, size, size)
+    return resized - jnp.asarray(MEAN_RGB, resized.dtype)
+
+
+def pixels_to_alexnet_input(pixels: jax.Array, size: int = 227) -> jax.Array:
+    """RGB 0..255 (any size) -> AlexNet input: resized to `size`, minus the mean."""
+    return pixels_to_generator_input(pixels, size)
+
+
+def pixels_to_discriminator_input(pixels: jax.Array, size: int) -> jax.Array:
+    """RGB 0..255 (any size) -> discriminator input: resized to `size`, in [-1, 1]."""
+    return legacy_resize_bilinear(pixels, size, size) / 127.5 - 1.0
+
+
+def generator_output_to_alexnet_input(generated: jax.Array, size: int = 227) -> jax.Array:
+    """G's tanh output in [-1, 1] -> AlexNet input: (x + 1) * 127.5, resized, minus the mean."""
+    return pixels_to_alexnet_input((generated.astype(jnp.float32) + 1.0) * 127.5, size)
+
+
+def generator_output_to_pixels(generated: jax.Array) -> jax.Array:
+    """G's output in [-1, 1] -> uint8 RGB, clipped (no per-image min-max stretching)."""
+    return jnp.clip(jnp.round((generated + 1.0) * 127.5), 0, 255).astype(jnp.uint8)
