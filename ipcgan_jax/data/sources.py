@@ -1,0 +1,263 @@
+"""Random-access faces of one split: the input of every pipeline in `pipeline.py`.
+
+A `FaceSource` holds the per-image labels (`age_group`, `identity`, `age`) as numpy
+arrays, loaded eagerly because the index plans need them, and fetches images by index:
+from memory for array sources, lazily from TFDS array_record files for built datasets
+(so a 163k-image CACD split never has to fit in memory).
+"""
+from __future__ import annotations
+
+import dataclasses
+import importlib
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+import numpy as np
+
+NUM_AGE_GROUPS = 5
+
+# Builder name -> (candidate modules, class) for `load_faces`; imported lazily so that a
+# missing optional builder only matters to the dataset that needs it.
+_TFDS_BUILDERS = {
+    "cacd": (("ipcgan_jax.data.cacd",), "Cacd"),
+    "image_folder": (("ipcgan_jax.data.image_folder",), "ImageFolder"),
+    "synthetic_aging": (
+        ("ipcgan_jax.data.synthetic_tfds", "ipcgan_jax.data.synthetic"), "SyntheticAging"),
+}
+_IN_MEMORY_NAMES = ("synthetic",)
+
+
+def _as_label_array(values: Any, field: str, length: int, origin: str) -> np.ndarray:
+    array = np.asarray(values)
+    if array.shape != (length,):
+        raise ValueError(
+            f"{origin}: field '{field}' has shape {array.shape}, expected ({length},)"
+        )
+    if not np.issubdtype(array.dtype, np.integer):
+        raise ValueError(f"{origin}: field '{field}' must be integer, got {array.dtype}")
+    return array.astype(np.int64)
+
+
+def _check_age_groups(age_group: np.ndarray, origin: str) -> None:
+    bad = (age_group < 0) | (age_group >= NUM_AGE_GROUPS)
+    if bad.any():
+        first = int(np.flatnonzero(bad)[0])
+        raise ValueError(
+            f"{origin}: field 'age_group' must be in 0..{NUM_AGE_GROUPS - 1}; "
+            f"image {first} has {int(age_group[first])}"
+        )
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class FaceSource:
+    """Faces of one split with random access by index.
+
+    Attributes:
+      name: where the faces come from, for messages (e.g. "cacd:train").
+      age_group, identity, age: (N,) int64 labels, one per image.
+      fetch_images: indices (k,) int -> uint8 (k, H, W, 3).
+    """
+
+    name: str
+    age_group: np.ndarray
+    identity: np.ndarray
+    age: np.ndarray
+    fetch_images: Callable[[np.ndarray], np.ndarray] = dataclasses.field(repr=False)
+
+    def __len__(self) -> int:
+        return int(self.age_group.shape[0])
+
+    def images(self, indices: Sequence[int] | np.ndarray) -> np.ndarray:
+        """uint8 (k, H, W, 3) images at `indices` (any order, repeats allowed)."""
+        indices = np.asarray(indices, dtype=np.int64).reshape(-1)
+        if indices.size and (indices.min() < 0 or indices.max() >= len(self)):
+            raise IndexError(
+                f"{self.name}: image index out of range 0..{len(self) - 1}: "
+                f"{int(indices.min())}..{int(indices.max())}"
+            )
+        return self.fetch_images(indices)
+
+    def indices_of_group(self, age_group: int) -> np.ndarray:
+        """Image indices of one age group, ascending; error if there are none."""
+        indices = np.flatnonzero(self.age_group == age_group)
+        if indices.size == 0:
+            raise ValueError(f"{self.name}: no images in age group {age_group}")
+        return indices
+
+    @classmethod
+    def from_arrays(cls, arrays: Mapping[str, np.ndarray], name: str = "arrays") -> FaceSource:
+        """In-memory faces from a dict with image (N,H,W,3) uint8, age_group, identity,
+        and optionally age (N,) (e.g. `ipcgan_jax.data.synthetic.make_dataset`)."""
+        for field in ("image", "age_group", "identity"):
+            if field not in arrays:
+                raise KeyError(f"{name}: missing field '{field}'")
+        images = np.asarray(arrays["image"])
+        if images.ndim != 4 or images.shape[-1] != 3 or images.dtype != np.uint8:
+            raise ValueError(
+                f"{name}: field 'image' must be uint8 (N, H, W, 3), "
+                f"got {images.dtype} {images.shape}"
+            )
+        length = images.shape[0]
+        age_group = _as_label_array(arrays["age_group"], "age_group", length, name)
+        _check_age_groups(age_group, name)
+        identity = _as_label_array(arrays["identity"], "identity", length, name)
+        age = (
+            _as_label_array(arrays["age"], "age", length, name)
+            if "age" in arrays
+            else np.full(length, -1, np.int64)
+        )
+        return cls(
+            name=name,
+            age_group=age_group,
+            identity=identity,
+            age=age,
+            fetch_images=lambda indices: images[indices],
+        )
+
+    @classmethod
+    def from_tfds(
+        cls,
+        builder: str | type,
+        split: str,
+        data_dir: str,
+        builder_config: str | None = None,
+    ) -> FaceSource:
+        """Faces of a built TFDS dataset (array_record) read by random access.
+
+        builder: a registered builder name ("cacd", ...) or a builder class. The labels
+        are read once (images left encoded, with a progress bar); images are decoded on
+        demand by `images`.
+        """
+        import tensorflow_datasets as tfds
+        from tqdm import tqdm
+
+        kwargs: dict[str, Any] = {"data_dir": data_dir}
+        if builder_config is not None:
+            kwargs["config"] = builder_config
+        if isinstance(builder, str):
+            dataset_builder = tfds.builder(builder, **kwargs)
+        else:
+            dataset_builder = builder(**kwargs)
+        name = f"{dataset_builder.name}:{split}"
+        if not dataset_builder.is_prepared():
+            raise FileNotFoundError(
+                f"{name}: dataset not built under data_dir={data_dir!r} "
+                f"(run download_and_prepare first)"
+            )
+        records = dataset_builder.as_data_source(split=split)
+        label_records = dataset_builder.as_data_source(
+            split=split, decoders={"image": tfds.decode.SkipDecoding()}
+        )
+        length = len(records)
+        age_group = np.empty(length, np.int64)
+        identity = np.empty(length, np.int64)
+        age = np.empty(length, np.int64)
+        chunk = 1024
+        with tqdm(total=length, desc=f"labels of {name}", unit="img") as progress:
+            for start in range(0, length, chunk):
+                keys = list(range(start, min(start + chunk, length)))
+                for key, example in zip(keys, label_records.__getitems__(keys)):
+                    age_group[key] = example["age_group"]
+                    identity[key] = example["identity"]
+                    age[key] = example["age"]
+                progress.update(len(keys))
+        _check_age_groups(age_group, name)
+
+        def fetch_images(indices: np.ndarray) -> np.ndarray:
+            examples = records.__getitems__([int(i) for i in indices])
+            images = [example["image"] for example in examples]
+            shapes = {image.shape for image in images}
+            if len(shapes) > 1:
+                raise ValueError(
+                    f"{name}: images of one batch differ in size {sorted(shapes)}; "
+                    f"build the dataset at one stored size"
+                )
+            return np.stack(images)
+
+        return cls(name=name, age_group=age_group, identity=identity, age=age,
+                   fetch_images=fetch_images)
+
+
+def identity_disjoint_split(
+    identity: np.ndarray, test_fraction: float, seed: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """(train, test) image indices with no identity in both; a seeded random
+    `test_fraction` of the identities (at least one, at most all but one) is held out."""
+    if not 0.0 < test_fraction < 1.0:
+        raise ValueError(f"test_fraction must be in (0, 1), got {test_fraction}")
+    identities = np.unique(identity)
+    if identities.size < 2:
+        raise ValueError("an identity-disjoint split needs at least 2 identities")
+    num_test = int(np.clip(round(test_fraction * identities.size), 1, identities.size - 1))
+    shuffled = np.random.default_rng([seed, identities.size]).permutation(identities)
+    is_test = np.isin(identity, shuffled[:num_test])
+    return np.flatnonzero(~is_test), np.flatnonzero(is_test)
+
+
+def _config_field(data_config: Any, field: str) -> Any:
+    value = data_config.get(field) if hasattr(data_config, "get") else getattr(
+        data_config, field, None)
+    if value is None:
+        raise ValueError(f"data config field '{field}' is required for "
+                         f"dataset '{data_config.name}'")
+    return value
+
+
+def _load_synthetic(data_config: Any, split: str) -> FaceSource:
+    from ipcgan_jax.data.synthetic import make_dataset
+
+    if split not in ("train", "test"):
+        raise ValueError(
+            f"data config: the 'synthetic' dataset has splits 'train' and 'test', got {split!r}")
+    seed = int(_config_field(data_config, "seed"))
+    arrays = make_dataset(
+        int(_config_field(data_config, "num_identities")),
+        int(_config_field(data_config, "images_per_identity")),
+        size=int(_config_field(data_config, "size")),
+        seed=seed,
+    )
+    train, test = identity_disjoint_split(
+        np.asarray(arrays["identity"]), float(_config_field(data_config, "test_fraction")), seed)
+    chosen = train if split == "train" else test
+    return FaceSource.from_arrays(
+        {key: np.asarray(value)[chosen] for key, value in arrays.items()
+         if key in ("image", "age_group", "identity", "age")},
+        name=f"synthetic:{split}",
+    )
+
+
+def _import_builder(name: str) -> type:
+    module_names, class_name = _TFDS_BUILDERS[name]
+    for module_name in module_names:
+        try:
+            module = importlib.import_module(module_name)
+        except ModuleNotFoundError as error:
+            if error.name != module_name:
+                raise
+            continue
+        if hasattr(module, class_name):
+            return getattr(module, class_name)
+    raise ImportError(f"TFDS builder {class_name} for dataset '{name}' not found in "
+                      f"{', '.join(module_names)}")
+
+
+def load_faces(data_config: Any, split: str) -> FaceSource:
+    """The faces of `split` for an ml_collections `data_config`.
+
+    data_config.name: 'synthetic' (generated in memory: num_identities,
+    images_per_identity, size, seed, test_fraction; splits 'train'/'test', disjoint in
+    identity) or a TFDS builder 'cacd' | 'image_folder' | 'synthetic_aging' read from
+    data_config.data_dir (optional data_config.builder_config).
+    """
+    name = data_config.get("name") if hasattr(data_config, "get") else getattr(
+        data_config, "name", None)
+    if name in _IN_MEMORY_NAMES:
+        return _load_synthetic(data_config, split)
+    if name not in _TFDS_BUILDERS:
+        known = ", ".join(repr(n) for n in (*_IN_MEMORY_NAMES, *_TFDS_BUILDERS))
+        raise ValueError(f"data config field 'name' is {name!r}; expected one of {known}")
+    data_dir = _config_field(data_config, "data_dir")
+    builder_class = _import_builder(name)
+    builder_config = (data_config.get("builder_config") if hasattr(data_config, "get")
+                      else getattr(data_config, "builder_config", None))
+    return FaceSource.from_tfds(builder_class, split, str(data_dir), builder_config)
