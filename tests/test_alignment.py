@@ -1,0 +1,178 @@
+"""Face alignment: transform maths, geometry with stand-in detectors, real dlib on drawn faces."""
+
+import math
+
+import numpy as np
+import pytest
+
+from ipcgan_jax.data.alignment import (
+    FaceAligner,
+    apply_transform,
+    estimate_similarity_transform,
+    face_template,
+    invert_transform,
+    paste_back,
+    warp_affine,
+)
+
+
+def _similarity(angle_degrees, scale, shift):
+    angle = math.radians(angle_degrees)
+    rotation = np.array([[math.cos(angle), -math.sin(angle)], [math.sin(angle), math.cos(angle)]])
+    return np.concatenate([scale * rotation, np.asarray(shift, float)[:, None]], axis=1)
+
+
+def test_similarity_is_recovered_exactly_and_round_trips():
+    rng = np.random.default_rng(0)
+    points = rng.uniform(0, 200, size=(5, 2))
+    truth = _similarity(23.0, 1.7, (12.0, -40.0))
+    moved = points @ truth[:, :2].T + truth[:, 2]
+    estimate = estimate_similarity_transform(points, moved)
+    np.testing.assert_allclose(estimate, truth, atol=1e-9)
+    back = apply_transform(invert_transform(estimate), apply_transform(estimate, points))
+    np.testing.assert_allclose(back, points, atol=1e-9)
+
+
+def test_similarity_never_reflects():
+    points = np.array([[0.0, 0.0], [10.0, 0.0], [0.0, 5.0], [3.0, 7.0]])
+    mirrored = points * [-1.0, 1.0]
+    estimate = estimate_similarity_transform(points, mirrored)
+    assert np.linalg.det(estimate[:, :2]) > 0
+
+
+def test_template_has_level_eyes_and_centred_face():
+    template = face_template(400)
+    right_eye, left_eye = template[0:2].mean(axis=0), template[2:4].mean(axis=0)
+    assert abs(right_eye[1] - left_eye[1]) < 1.0
+    assert abs((right_eye[0] + left_eye[0]) / 2 - 199.5) < 0.02 * 400
+    assert left_eye[1] < template[4, 1]  # nose below the eyes
+
+
+def test_warp_moves_a_pixel_where_the_transform_says():
+    image = np.zeros((20, 20, 3), np.uint8)
+    image[5, 7] = 255
+    transform = np.array([[2.0, 0.0, 3.0], [0.0, 2.0, 1.0]])  # (x=7, y=5) -> (17, 11)
+    warped = warp_affine(image, transform, (40, 40))
+    assert np.unravel_index(warped[:, :, 0].argmax(), (40, 40)) == (11, 17)
+
+
+def _dot_image(points, shape=(300, 360)):
+    image = np.full(shape + (3,), 60, np.uint8)
+    for x, y in points:
+        image[int(round(y)) - 2 : int(round(y)) + 3, int(round(x)) - 2 : int(round(x)) + 3] = 255
+    return image
+
+
+class _StandInDetector:
+    """Detector/predictor pair that reports given faces (pure geometry)."""
+
+    def __init__(self, faces):
+        self.faces = faces  # list of (box, landmarks)
+
+    def detect(self, image, upsample):
+        return [(box, 1.0 + i) for i, (box, _) in enumerate(self.faces)]
+
+    def predict(self, image, box):
+        for face_box, landmarks in self.faces:
+            if np.allclose(face_box, box):
+                return landmarks
+        raise AssertionError("unknown box")
+
+
+def _tilted_landmarks(angle, scale, centre):
+    base = face_template(100) - 49.5
+    return apply_transform(_similarity(angle, scale, centre), base)
+
+
+def test_align_maps_landmarks_onto_template_with_stand_in_detector():
+    landmarks = _tilted_landmarks(25.0, 1.3, (180.0, 150.0))
+    stand_in = _StandInDetector([((100, 60, 260, 240), landmarks)])
+    aligner = FaceAligner(output_size=96, face_detector=stand_in.detect, landmark_predictor=stand_in.predict)
+    result = aligner.align(_dot_image(landmarks))
+    assert result is not None and result.image.shape == (96, 96, 3) and result.num_faces_found == 1
+    np.testing.assert_allclose(apply_transform(result.transform, landmarks), aligner.template, atol=1e-6)
+    for x, y in aligner.template:  # the drawn dots land on the template
+        patch = result.image[int(round(y)) - 1 : int(round(y)) + 2, int(round(x)) - 1 : int(round(x)) + 2]
+        assert patch.max() > 200
+    # Eyes level in the output although the input face is tilted by 25 degrees.
+    eyes = apply_transform(result.transform, landmarks)
+    assert abs(eyes[0:2, 1].mean() - eyes[2:4, 1].mean()) < 0.5
+
+
+def test_rotation_leaves_black_corners():
+    landmarks = _tilted_landmarks(30.0, 3.0, (180.0, 150.0))
+    stand_in = _StandInDetector([((0, 0, 360, 300), landmarks)])
+    aligner = FaceAligner(output_size=64, face_detector=stand_in.detect, landmark_predictor=stand_in.predict)
+    image = np.full((300, 360, 3), 200, np.uint8)
+    result = aligner.align(image)
+    corners = [result.image[0, 0], result.image[0, -1], result.image[-1, 0], result.image[-1, -1]]
+    assert sum(int(c.max()) == 0 for c in corners) >= 2
+    assert result.image[32, 32].min() == 200
+
+
+def test_no_face_gives_none_and_largest_face_wins():
+    aligner_none = FaceAligner(face_detector=lambda image, upsample: [], landmark_predictor=lambda i, b: None)
+    assert aligner_none.align(np.zeros((50, 50, 3), np.uint8)) is None
+    small = _tilted_landmarks(0.0, 0.5, (60.0, 60.0))
+    large = _tilted_landmarks(0.0, 1.5, (220.0, 150.0))
+    stand_in = _StandInDetector([((30, 30, 90, 90), small), ((140, 70, 300, 230), large)])
+    aligner = FaceAligner(output_size=64, face_detector=stand_in.detect, landmark_predictor=stand_in.predict)
+    result = aligner.align(_dot_image(np.concatenate([small, large])))
+    assert result.num_faces_found == 2
+    np.testing.assert_array_equal(result.landmarks, large)
+    np.testing.assert_array_equal(aligner.align(_dot_image(small), face=0).landmarks, small)
+
+
+def test_paste_back_restores_the_face_region_only():
+    rng = np.random.default_rng(0)
+    coarse = rng.integers(0, 256, size=(15, 18, 3)).astype(np.uint8)
+    original = np.kron(coarse, np.ones((20, 20, 1), np.uint8))  # 300x360, smooth enough to resample
+    landmarks = _tilted_landmarks(15.0, 1.2, (180.0, 150.0))
+    stand_in = _StandInDetector([((100, 70, 260, 230), landmarks)])
+    aligner = FaceAligner(output_size=200, face_detector=stand_in.detect, landmark_predictor=stand_in.predict)
+    aligned = aligner.align(original)
+    grey = np.full((64, 64, 3), 128, np.uint8)  # a "generated" face at another size
+    pasted = paste_back(original, grey, aligned.transform, aligned_size=200, feather=0.1)
+    centre = np.round(landmarks.mean(axis=0)).astype(int)
+    assert np.abs(pasted[centre[1], centre[0]].astype(int) - 128).max() <= 1
+    np.testing.assert_array_equal(pasted[:10, :10], original[:10, :10])  # far away: untouched
+    # Pasting the aligned crop itself changes little inside the face region.
+    same = paste_back(original, aligned.image, aligned.transform)
+    region = (slice(centre[1] - 30, centre[1] + 30), slice(centre[0] - 30, centre[0] + 30))
+    assert np.abs(same[region].astype(int) - original[region]).mean() < 12
+
+
+# ---------------------------------------------------------------- the real dlib models
+
+
+@pytest.fixture(scope="module")
+def real_aligner():
+    return FaceAligner(output_size=64)
+
+
+def test_dlib_finds_drawn_faces_and_their_landmarks(real_aligner):
+    synthetic = pytest.importorskip("ipcgan_jax.data.synthetic")
+    identities = synthetic.sample_identities(3, seed=5)
+    age_group = np.array([0, 2, 4])
+    faces = synthetic.render_faces(identities, age_group, size=160, nuisance_seed=3)
+    truth = synthetic.face_landmarks(identities, age_group, size=160, nuisance_seed=3)
+    for face, expected in zip(faces, truth):
+        result = real_aligner.align(face)
+        assert result is not None, "dlib found no face in a drawn face"
+        assert np.abs(result.landmarks - expected).mean() < 4.0
+        assert result.image.shape == (64, 64, 3)
+
+
+def test_dlib_no_face_and_two_faces(real_aligner):
+    synthetic = pytest.importorskip("ipcgan_jax.data.synthetic")
+    flat = np.full((160, 160, 3), 90, np.uint8)
+    assert real_aligner.align(flat) is None
+    identities = synthetic.sample_identities(2, seed=9)
+    big = synthetic.render_faces(identities.take(np.array([0])), np.array([1]), size=180, nuisance_seed=1)[0]
+    small = synthetic.render_faces(identities.take(np.array([1])), np.array([3]), size=120, nuisance_seed=2)[0]
+    canvas = np.zeros((180, 320, 3), np.uint8)
+    canvas[:, :180] = big
+    canvas[30:150, 190:310] = small
+    result = real_aligner.align(canvas)
+    assert result is not None and result.num_faces_found == 2
+    assert result.box[2] <= 190  # the chosen face is the big one on the left
