@@ -8,6 +8,7 @@ import ml_collections
 import numpy as np
 import pytest
 import tensorflow as tf
+import tensorflow_datasets as tfds
 
 from ipcgan_jax import preprocessing
 from ipcgan_jax.data.pipeline import (
@@ -382,3 +383,53 @@ def test_identity_disjoint_split():
     assert not set(identity[train]) & set(identity[test])
     assert len(set(identity[test])) == 2
     np.testing.assert_array_equal(np.sort(np.concatenate([train, test])), np.arange(30))
+
+
+class TinyFaces(tfds.core.GeneratorBasedBuilder, skip_registration=True):
+    """A built TFDS dataset in the face builders' format, from `make_flat_arrays`."""
+
+    VERSION = tfds.core.Version("1.0.0")
+
+    def __init__(self, **kwargs):
+        kwargs.setdefault("file_format", "array_record")
+        super().__init__(**kwargs)
+
+    def _info(self) -> tfds.core.DatasetInfo:
+        return tfds.core.DatasetInfo(builder=self, features=tfds.features.FeaturesDict({
+            "image": tfds.features.Image(shape=(12, 12, 3), encoding_format="png"),
+            "age": tfds.features.Scalar(np.int32),
+            "age_group": tfds.features.ClassLabel(num_classes=5),
+            "identity": tfds.features.Text(),
+        }))
+
+    def _split_generators(self, dl_manager):
+        return {"train": self._generate_examples()}
+
+    def _generate_examples(self):
+        arrays = make_flat_arrays(group_sizes=(3, 2, 2, 2, 2))
+        for index in range(arrays["image"].shape[0]):
+            # String identities as an image folder stores them; one image without one.
+            identity = "" if index == 4 else f"person_{arrays['identity'][index]}"
+            yield index, {"image": arrays["image"][index], "age": arrays["age"][index],
+                          "age_group": arrays["age_group"][index], "identity": identity}
+
+
+def test_from_tfds_reads_labels_and_images(tmp_path):
+    with pytest.raises(FileNotFoundError, match="not built"):
+        FaceSource.from_tfds(TinyFaces, "train", str(tmp_path))
+    TinyFaces(data_dir=str(tmp_path)).download_and_prepare()
+    source = FaceSource.from_tfds(TinyFaces, "train", str(tmp_path))
+    arrays = make_flat_arrays(group_sizes=(3, 2, 2, 2, 2))
+    # array_record keeps the generated order only up to shuffling: match by colour.
+    order = decode_index(source.images(np.arange(len(source))).astype(np.float32))
+    assert sorted(order.tolist()) == list(range(len(source)))
+    np.testing.assert_array_equal(source.age_group, arrays["age_group"][order])
+    np.testing.assert_array_equal(source.age, arrays["age"][order])
+    names = [("" if i == 4 else f"person_{arrays['identity'][i]}") for i in order]
+    decoded = [source.identity_names[code] if code >= 0 else "" for code in source.identity]
+    assert decoded == names
+    np.testing.assert_array_equal(source.images([2, 0]), arrays["image"][order[[2, 0]]])
+    batch = GanPipeline(source, batch_size=2, seed=0, image_size=6, alexnet_size=7).batch_at(0)
+    assert (arrays["age_group"][from_unit_range(batch["real"])] == batch["target_group"]).all()
+    with pytest.raises(ValueError, match="no identity"):
+        ClassifierPipeline(source, label="identity", batch_size=2, seed=0)

@@ -390,6 +390,10 @@ class ClassifierPipeline:
     ):
         self.rows = _shard_rows(batch_size, process_index, process_count)
         if label == "identity":
+            if (source.identity < 0).any():
+                raise ValueError(
+                    f"{source.name}: {int((source.identity < 0).sum())} images have no "
+                    f"identity; identity labels need one for every image")
             self.classes = identity_classes(source) if classes is None else np.asarray(classes)
             self.labels = identity_labels(source.identity, self.classes)
         elif label == "age_group":

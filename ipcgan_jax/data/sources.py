@@ -56,6 +56,8 @@ class FaceSource:
       name: where the faces come from, for messages (e.g. "cacd:train").
       age_group, identity, age: (N,) int64 labels, one per image.
       fetch_images: indices (k,) int -> uint8 (k, H, W, 3).
+      identity_names: for datasets whose identities are strings (image folders), the
+        name of each identity code; code -1 marks an image without identity.
     """
 
     name: str
@@ -63,6 +65,7 @@ class FaceSource:
     identity: np.ndarray
     age: np.ndarray
     fetch_images: Callable[[np.ndarray], np.ndarray] = dataclasses.field(repr=False)
+    identity_names: tuple[str, ...] | None = None
 
     def __len__(self) -> int:
         return int(self.age_group.shape[0])
@@ -134,6 +137,8 @@ class FaceSource:
         kwargs: dict[str, Any] = {"data_dir": data_dir}
         if builder_config is not None:
             kwargs["config"] = builder_config
+        if isinstance(builder, str) and builder in _TFDS_BUILDERS:
+            builder = _import_builder(builder)
         if isinstance(builder, str):
             dataset_builder = tfds.builder(builder, **kwargs)
         else:
@@ -150,18 +155,19 @@ class FaceSource:
         )
         length = len(records)
         age_group = np.empty(length, np.int64)
-        identity = np.empty(length, np.int64)
         age = np.empty(length, np.int64)
+        identity_values: list[Any] = []
         chunk = 1024
         with tqdm(total=length, desc=f"labels of {name}", unit="img") as progress:
             for start in range(0, length, chunk):
                 keys = list(range(start, min(start + chunk, length)))
                 for key, example in zip(keys, label_records.__getitems__(keys)):
                     age_group[key] = example["age_group"]
-                    identity[key] = example["identity"]
                     age[key] = example["age"]
+                    identity_values.append(example["identity"])
                 progress.update(len(keys))
         _check_age_groups(age_group, name)
+        identity, identity_names = _identity_codes(identity_values)
 
         def fetch_images(indices: np.ndarray) -> np.ndarray:
             examples = records.__getitems__([int(i) for i in indices])
@@ -175,7 +181,19 @@ class FaceSource:
             return np.stack(images)
 
         return cls(name=name, age_group=age_group, identity=identity, age=age,
-                   fetch_images=fetch_images)
+                   fetch_images=fetch_images, identity_names=identity_names)
+
+
+def _identity_codes(values: Sequence[Any]) -> tuple[np.ndarray, tuple[str, ...] | None]:
+    """Integer identities as they are; string identities (image folders) as codes into
+    their sorted names, with -1 for an empty (unknown) identity."""
+    if not values or not isinstance(values[0], (bytes, str)):
+        return np.asarray(values, np.int64).reshape(-1), None
+    names = [v.decode("utf-8") if isinstance(v, bytes) else v for v in values]
+    known = sorted(set(names) - {""})
+    code_of = {identity_name: code for code, identity_name in enumerate(known)}
+    codes = np.array([code_of.get(identity_name, -1) for identity_name in names], np.int64)
+    return codes, tuple(known)
 
 
 def identity_disjoint_split(
