@@ -373,8 +373,16 @@ def test_from_arrays_errors():
 def test_load_faces_config_errors():
     with pytest.raises(ValueError, match="'name'"):
         load_faces(ml_collections.ConfigDict({"name": "celeba", "data_dir": "/tmp"}), "train")
-    with pytest.raises(ValueError, match="'data_dir'"):
-        load_faces(ml_collections.ConfigDict({"name": "cacd", "data_dir": None}), "train")
+    with pytest.raises(ValueError, match="'num_identities'"):
+        load_faces(ml_collections.ConfigDict({"name": "synthetic", "num_identities": None}),
+                   "train")
+
+
+def test_load_faces_unbuilt_tfds_dataset_names_data_dir(tmp_path):
+    config = ml_collections.ConfigDict(
+        {"name": "cacd", "data_dir": str(tmp_path), "builder_config": ""})
+    with pytest.raises(FileNotFoundError, match="data_dir"):
+        load_faces(config, "train")
 
 
 def test_identity_disjoint_split():
@@ -433,3 +441,25 @@ def test_from_tfds_reads_labels_and_images(tmp_path):
     assert (arrays["age_group"][from_unit_range(batch["real"])] == batch["target_group"]).all()
     with pytest.raises(ValueError, match="no identity"):
         ClassifierPipeline(source, label="identity", batch_size=2, seed=0)
+
+
+def test_load_faces_synthetic_is_identity_disjoint(monkeypatch):
+    import ipcgan_jax.data.synthetic as synthetic
+
+    def stand_in_make_dataset(num_identities, images_per_identity, *, size=128, seed=0):
+        count = num_identities * images_per_identity
+        return {"image": np.zeros((count, size, size, 3), np.uint8),
+                "age": np.full(count, 30), "age_group": np.arange(count) % 5,
+                "identity": np.repeat(np.arange(num_identities), images_per_identity)}
+
+    # Whatever synthetic.py provides, this test checks only the split made by load_faces.
+    monkeypatch.setattr(synthetic, "make_dataset", stand_in_make_dataset, raising=False)
+    config = ml_collections.ConfigDict(dict(name="synthetic", num_identities=10,
+                                            images_per_identity=5, size=8, seed=1,
+                                            test_fraction=0.3))
+    train, test = load_faces(config, "train"), load_faces(config, "test")
+    assert len(train) == 35 and len(test) == 15
+    assert not set(train.identity.tolist()) & set(test.identity.tolist())
+    assert train.images([0]).shape == (1, 8, 8, 3)
+    with pytest.raises(ValueError, match="splits"):
+        load_faces(config, "validation")

@@ -122,19 +122,22 @@ class FaceSource:
         cls,
         builder: str | type,
         split: str,
-        data_dir: str,
-        builder_config: str | None = None,
+        data_dir: str | None,
+        builder_config: str | Any | None = None,
     ) -> FaceSource:
         """Faces of a built TFDS dataset (array_record) read by random access.
 
-        builder: a registered builder name ("cacd", ...) or a builder class. The labels
+        builder: a builder name ("cacd", ...) or a builder class; data_dir None means
+        the TFDS default; builder_config a config name or object. The labels
         are read once (images left encoded, with a progress bar); images are decoded on
         demand by `images`.
         """
         import tensorflow_datasets as tfds
         from tqdm import tqdm
 
-        kwargs: dict[str, Any] = {"data_dir": data_dir}
+        kwargs: dict[str, Any] = {}
+        if data_dir is not None:
+            kwargs["data_dir"] = data_dir
         if builder_config is not None:
             kwargs["config"] = builder_config
         if isinstance(builder, str) and builder in _TFDS_BUILDERS:
@@ -147,7 +150,7 @@ class FaceSource:
         if not dataset_builder.is_prepared():
             raise FileNotFoundError(
                 f"{name}: dataset not built under data_dir={data_dir!r} "
-                f"(run download_and_prepare first)"
+                f"(looked in {dataset_builder.data_dir}; build it first)"
             )
         records = dataset_builder.as_data_source(split=split)
         label_records = dataset_builder.as_data_source(
@@ -221,21 +224,26 @@ def _config_field(data_config: Any, field: str) -> Any:
     return value
 
 
-def _load_synthetic(data_config: Any, split: str) -> FaceSource:
-    from ipcgan_jax.data.synthetic import make_dataset
+def _optional_field(data_config: Any, field: str) -> str | None:
+    """A string field where '' or absence means "the default" (None)."""
+    value = data_config.get(field) if hasattr(data_config, "get") else getattr(
+        data_config, field, None)
+    return str(value) if value else None
 
+
+def _load_synthetic(data_config: Any, split: str) -> FaceSource:
     if split not in ("train", "test"):
         raise ValueError(
             f"data config: the 'synthetic' dataset has splits 'train' and 'test', got {split!r}")
+    num_identities = int(_config_field(data_config, "num_identities"))
+    images_per_identity = int(_config_field(data_config, "images_per_identity"))
+    size = int(_config_field(data_config, "size"))
     seed = int(_config_field(data_config, "seed"))
-    arrays = make_dataset(
-        int(_config_field(data_config, "num_identities")),
-        int(_config_field(data_config, "images_per_identity")),
-        size=int(_config_field(data_config, "size")),
-        seed=seed,
-    )
-    train, test = identity_disjoint_split(
-        np.asarray(arrays["identity"]), float(_config_field(data_config, "test_fraction")), seed)
+    test_fraction = float(_config_field(data_config, "test_fraction"))
+    from ipcgan_jax.data.synthetic import make_dataset
+
+    arrays = make_dataset(num_identities, images_per_identity, size=size, seed=seed)
+    train, test = identity_disjoint_split(np.asarray(arrays["identity"]), test_fraction, seed)
     chosen = train if split == "train" else test
     return FaceSource.from_arrays(
         {key: np.asarray(value)[chosen] for key, value in arrays.items()
@@ -265,7 +273,8 @@ def load_faces(data_config: Any, split: str) -> FaceSource:
     data_config.name: 'synthetic' (generated in memory: num_identities,
     images_per_identity, size, seed, test_fraction; splits 'train'/'test', disjoint in
     identity) or a TFDS builder 'cacd' | 'image_folder' | 'synthetic_aging' read from
-    data_config.data_dir (optional data_config.builder_config).
+    data_config.data_dir with data_config.builder_config ('' or absent: the TFDS default
+    data_dir / the builder's default config).
     """
     name = data_config.get("name") if hasattr(data_config, "get") else getattr(
         data_config, "name", None)
@@ -274,8 +283,6 @@ def load_faces(data_config: Any, split: str) -> FaceSource:
     if name not in _TFDS_BUILDERS:
         known = ", ".join(repr(n) for n in (*_IN_MEMORY_NAMES, *_TFDS_BUILDERS))
         raise ValueError(f"data config field 'name' is {name!r}; expected one of {known}")
-    data_dir = _config_field(data_config, "data_dir")
     builder_class = _import_builder(name)
-    builder_config = (data_config.get("builder_config") if hasattr(data_config, "get")
-                      else getattr(data_config, "builder_config", None))
-    return FaceSource.from_tfds(builder_class, split, str(data_dir), builder_config)
+    return FaceSource.from_tfds(builder_class, split, _optional_field(data_config, "data_dir"),
+                                _optional_field(data_config, "builder_config"))
