@@ -437,8 +437,14 @@ def test_from_tfds_reads_labels_and_images(tmp_path):
     decoded = [source.identity_names[code] if code >= 0 else "" for code in source.identity]
     assert decoded == names
     np.testing.assert_array_equal(source.images([2, 0]), arrays["image"][order[[2, 0]]])
-    batch = GanPipeline(source, batch_size=2, seed=0, image_size=6, alexnet_size=7).batch_at(0)
-    assert (arrays["age_group"][from_unit_range(batch["real"])] == batch["target_group"]).all()
+    pipeline = GanPipeline(source, batch_size=2, seed=0, image_size=6, alexnet_size=7)
+    for step in range(3):
+        # The pipeline decodes the encoded files in TF; `images` must agree with it.
+        batch, plan = pipeline.batch_at(step), pipeline.plan_at(step)
+        assert (arrays["age_group"][from_unit_range(batch["real"])] == batch["target_group"]).all()
+        expected = tf.compat.v1.image.resize_bilinear(
+            source.images(plan["source_g_index"]), (7, 7), align_corners=False).numpy() - MEAN
+        np.testing.assert_array_equal(batch["source_g_alexnet"], expected)
     with pytest.raises(ValueError, match="no identity"):
         ClassifierPipeline(source, label="identity", batch_size=2, seed=0)
 

@@ -40,7 +40,7 @@ from typing import Any
 import numpy as np
 import tensorflow as tf
 
-from ipcgan_jax.data.sources import NUM_AGE_GROUPS, FaceSource
+from ipcgan_jax.data.sources import NUM_AGE_GROUPS, FaceSource, decode_images
 
 MEAN_RGB = (104.0, 117.0, 124.0)
 ORDERED_PAIRS = np.array(
@@ -172,8 +172,21 @@ def _flip_decisions(seed: int, step: int, num_batches: int, batch_size: int,
     return (rng.random((num_batches, batch_size)) < 0.5)[:, rows]
 
 
-def _flip_images(images: np.ndarray, flips: np.ndarray) -> np.ndarray:
-    return np.where(flips[:, None, None, None], images[:, :, ::-1], images)
+def _images_at(source: FaceSource, indices: tf.Tensor, flips: tf.Tensor | None) -> tf.Tensor:
+    """uint8 (k, H, W, 3) images of `source` at `indices`, mirrored where `flips`.
+
+    Stored datasets hand over the encoded files and TF decodes them, outside the GIL.
+    """
+    if source.fetch_encoded is not None:
+        encoded = tf.numpy_function(source.fetch_encoded, [indices], tf.string, stateful=False)
+        encoded.set_shape(indices.shape)
+        images = decode_images(encoded)
+    else:
+        images = tf.numpy_function(source.images, [indices], tf.uint8, stateful=False)
+    images.set_shape([indices.shape[0], None, None, 3])
+    if flips is None:
+        return images
+    return tf.where(flips[:, None, None, None], tf.reverse(images, axis=[2]), images)
 
 
 def _resize(images: tf.Tensor, size: int) -> tf.Tensor:
@@ -285,22 +298,20 @@ class GanPipeline:
         plan["source_d_flip"], plan["source_g_flip"], plan["real_flip"] = flips
         return plan
 
-    def _fetch(self, step: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    def _plan_arrays(self, step: np.ndarray) -> tuple[np.ndarray, ...]:
         plan = self.plan_at(int(step))
-        images = self.source.images(np.concatenate(
-            [plan["source_d_index"], plan["source_g_index"], plan["real_index"]]))
-        flips = np.concatenate([plan["source_d_flip"], plan["source_g_flip"], plan["real_flip"]])
-        if flips.any():
-            images = _flip_images(images, flips)
-        return images, plan["target_group"], plan["false_group"]
+        kinds = ("source_d", "source_g", "real")
+        return (np.concatenate([plan[f"{kind}_index"] for kind in kinds]),
+                np.concatenate([plan[f"{kind}_flip"] for kind in kinds]),
+                plan["target_group"], plan["false_group"])
 
     def _tensors_at(self, step: tf.Tensor) -> dict[str, tf.Tensor]:
         k = self.rows.size
-        images, target, false = tf.numpy_function(
-            self._fetch, [step], [tf.uint8, tf.int32, tf.int32], stateful=False)
-        images.set_shape([3 * k, None, None, 3])
-        target.set_shape([k])
-        false.set_shape([k])
+        indices, flips, target, false = tf.numpy_function(
+            self._plan_arrays, [step], [tf.int64, tf.bool, tf.int32, tf.int32], stateful=False)
+        for vector, length in ((indices, 3 * k), (flips, 3 * k), (target, k), (false, k)):
+            vector.set_shape([length])
+        images = _images_at(self.source, indices, flips if self.flip else None)
         sources = images[: 2 * k]
         source_inputs = _to_mean_subtracted(sources, self.image_size)
         return {
@@ -418,18 +429,16 @@ class ClassifierPipeline:
                  if self.flip else np.zeros(self.rows.size, bool))
         return {"index": index, "label": self.labels[index], "flip": flips}
 
-    def _fetch(self, step: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def _plan_arrays(self, step: np.ndarray) -> tuple[np.ndarray, ...]:
         plan = self.plan_at(int(step))
-        images = self.source.images(plan["index"])
-        if plan["flip"].any():
-            images = _flip_images(images, plan["flip"])
-        return images, plan["label"]
+        return plan["index"], plan["flip"], plan["label"]
 
     def _tensors_at(self, step: tf.Tensor) -> dict[str, tf.Tensor]:
-        images, labels = tf.numpy_function(
-            self._fetch, [step], [tf.uint8, tf.int32], stateful=False)
-        images.set_shape([self.rows.size, None, None, 3])
-        labels.set_shape([self.rows.size])
+        indices, flips, labels = tf.numpy_function(
+            self._plan_arrays, [step], [tf.int64, tf.bool, tf.int32], stateful=False)
+        for vector in (indices, flips, labels):
+            vector.set_shape([self.rows.size])
+        images = _images_at(self.source, indices, flips if self.flip else None)
         return {"image": _to_mean_subtracted(images, self.image_size), "label": labels,
                 "step": tf.cast(step, tf.int64)}
 
@@ -487,20 +496,19 @@ def eval_batches(
         raise ValueError(f"{source.name}: no images to evaluate")
     num_batches = -(-len(source) // batch_size)
 
-    def fetch(batch: np.ndarray) -> tuple[np.ndarray, ...]:
+    def plan_arrays(batch: np.ndarray) -> tuple[np.ndarray, ...]:
         positions = int(batch) * batch_size + rows
         mask = positions < len(source)
         index = np.minimum(positions, len(source) - 1)
-        return (source.images(index), index, source.age_group[index],
-                source.identity[index], source.age[index], mask)
+        return (index, source.age_group[index], source.identity[index], source.age[index], mask)
 
     def tensors_at(batch: tf.Tensor) -> dict[str, tf.Tensor]:
-        images, index, age_group, identity, age, mask = tf.numpy_function(
-            fetch, [batch], [tf.uint8, tf.int64, tf.int64, tf.int64, tf.int64, tf.bool],
+        index, age_group, identity, age, mask = tf.numpy_function(
+            plan_arrays, [batch], [tf.int64, tf.int64, tf.int64, tf.int64, tf.bool],
             stateful=False)
-        images.set_shape([rows.size, None, None, 3])
         for vector in (index, age_group, identity, age, mask):
             vector.set_shape([rows.size])
+        images = _images_at(source, index, None)
         resized = _resize(images, image_size)
         tensors = {
             "source": resized - tf.constant(MEAN_RGB, tf.float32),

@@ -58,6 +58,9 @@ class FaceSource:
       fetch_images: indices (k,) int -> uint8 (k, H, W, 3).
       identity_names: for datasets whose identities are strings (image folders), the
         name of each identity code; code -1 marks an image without identity.
+      fetch_encoded: for stored datasets, indices (k,) -> object array of the encoded
+        (JPEG/PNG) files, so that pipelines decode them in TF's threads with
+        `decode_images`, exactly as `images` does.
     """
 
     name: str
@@ -66,6 +69,8 @@ class FaceSource:
     age: np.ndarray
     fetch_images: Callable[[np.ndarray], np.ndarray] = dataclasses.field(repr=False)
     identity_names: tuple[str, ...] | None = None
+    fetch_encoded: Callable[[np.ndarray], np.ndarray] | None = dataclasses.field(
+        default=None, repr=False)
 
     def __len__(self) -> int:
         return int(self.age_group.shape[0])
@@ -132,6 +137,7 @@ class FaceSource:
         are read once (images left encoded, with a progress bar); images are decoded on
         demand by `images`.
         """
+        import tensorflow as tf
         import tensorflow_datasets as tfds
         from tqdm import tqdm
 
@@ -172,9 +178,15 @@ class FaceSource:
         _check_age_groups(age_group, name)
         identity, identity_names = _identity_codes(identity_values)
 
+        def fetch_encoded(indices: np.ndarray) -> np.ndarray:
+            examples = label_records.__getitems__([int(i) for i in indices])
+            encoded = np.empty(len(examples), object)
+            encoded[:] = [example["image"] for example in examples]
+            return encoded
+
         def fetch_images(indices: np.ndarray) -> np.ndarray:
-            examples = records.__getitems__([int(i) for i in indices])
-            images = [example["image"] for example in examples]
+            images = [decode_images(tf.constant([encoded]))[0].numpy()
+                      for encoded in fetch_encoded(indices)]
             shapes = {image.shape for image in images}
             if len(shapes) > 1:
                 raise ValueError(
@@ -184,7 +196,24 @@ class FaceSource:
             return np.stack(images)
 
         return cls(name=name, age_group=age_group, identity=identity, age=age,
-                   fetch_images=fetch_images, identity_names=identity_names)
+                   fetch_images=fetch_images, identity_names=identity_names,
+                   fetch_encoded=fetch_encoded)
+
+
+def decode_images(encoded: Any) -> Any:
+    """Encoded image files, a (k,) tf.string tensor -> uint8 (k, H, W, 3) tensor.
+
+    TF's decoders, used both by `FaceSource.images` and inside tf.data maps so that the
+    two give identical pixels (PIL's JPEG decoder differs from TF's by a few levels).
+    All k images must have one size.
+    """
+    import tensorflow as tf
+
+    return tf.map_fn(
+        lambda data: tf.io.decode_image(data, channels=3, expand_animations=False),
+        encoded,
+        fn_output_signature=tf.TensorSpec([None, None, 3], tf.uint8),
+    )
 
 
 def _identity_codes(values: Sequence[Any]) -> tuple[np.ndarray, tuple[str, ...] | None]:
