@@ -1,0 +1,1 @@
+"""Data: sources, builders, pipelines and the synthetic aging faces."""
