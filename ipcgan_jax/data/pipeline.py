@@ -26,6 +26,10 @@ example has its own (t, f) with t != f and each round of 20 * R examples holds e
 R times; its real image is the next single image of the stream of its own t (position u,
 with u counting the earlier examples with target t).
 
+Flip variant (off in the faithful config): each row of each of the three batches is
+mirrored with probability 1/2, drawn from (seed, step); source_g and source_g_alexnet share
+their flips. Flips apply to the stored image, before resizing.
+
 Sharding: a process with index p of P gets rows [p * k, (p + 1) * k) of every global
 batch (k = B / P); the plan computes only those rows, and the concatenation of all shards
 is the single-process batch.
