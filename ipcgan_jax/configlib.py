@@ -1,0 +1,168 @@
+"""Default configurations and validation.
+
+Every config file in `configs/` starts from one of the defaults here and overrides
+fields, so a typo in a key or an out-of-range value is caught at start
+(`validate_config`) with a message naming the field.
+"""
+from __future__ import annotations
+
+import difflib
+from typing import Any, Callable
+
+import ml_collections
+
+from ipcgan_jax.models import FEATURE_LAYERS
+
+TASKS = ("gan", "alexnet_identity", "age_classifier", "age_evaluator", "eval")
+
+
+class ConfigError(ValueError):
+    """A config has an unknown key or a value out of range."""
+
+
+def data_defaults() -> ml_collections.ConfigDict:
+    """Where faces come from (see ipcgan_jax.data.sources.load_faces)."""
+    return ml_collections.ConfigDict(dict(
+        name="cacd",               # 'cacd' | 'image_folder' | 'synthetic_aging' (TFDS) | 'synthetic' (in memory)
+        data_dir="",               # TFDS data_dir holding the built dataset ('' = TFDS default)
+        builder_config="",         # TFDS builder config name ('' = the builder's default)
+        train_split="train",
+        test_split="test",
+        image_size=128,            # G and D resolution
+        alexnet_size=227,          # AlexNet input resolution
+        source_groups=(0,),        # SPEC §6: sources only from group 0 (11-20)
+        mixed_age=False,           # variant: per-example target groups instead of one per batch
+        flip=False,                # variant: random horizontal flips
+        prefetch=2,
+        # In-memory synthetic faces (name='synthetic').
+        num_identities=200,
+        images_per_identity=10,
+        size=128,
+        seed=0,
+        test_fraction=0.1,
+    ))
+
+
+def alexnet_defaults() -> ml_collections.ConfigDict:
+    return ml_collections.ConfigDict(dict(
+        conv_features=(96, 256, 384, 384, 256), fc_features=4096, bottleneck_features=256,
+        num_identities=2000, age_fc_features=4096, num_groups=5))
+
+
+def checkpoint_defaults(every: int, keep_every: int) -> ml_collections.ConfigDict:
+    return ml_collections.ConfigDict(dict(every=every, keep_last=3, keep_every=keep_every,
+                                          async_save=True))
+
+
+def gan_defaults() -> ml_collections.ConfigDict:
+    """The paper's run: G75 with conv5 identity features (SPEC §5-6)."""
+    c = ml_collections.ConfigDict()
+    c.task = "gan"
+    c.seed = 0
+    c.num_steps = 400_000
+    c.batch_size = 32
+    c.compute_dtype = "float32"
+    c.data = data_defaults()
+    c.model = ml_collections.ConfigDict(dict(
+        generator=dict(base_features=32, num_res_blocks=6, num_groups=5, bn_epsilon=1e-3),
+        discriminator=dict(base_features=64, out_features=512, num_groups=5, bn_epsilon=1e-3),
+        alexnet=alexnet_defaults(),
+    ))
+    c.loss = ml_collections.ConfigDict(dict(gan_weight=75.0, feature_weight=0.5e-4,
+                                            age_weight=30.0, feature_layer="conv5"))
+    c.optimizer = ml_collections.ConfigDict(dict(learning_rate=1e-3, b1=0.5, b2=0.999, eps=1e-8,
+                                                 epsilon_placement="tf1"))
+    # Frozen networks: directories written by the alexnet_identity / age_classifier runs
+    # (WORKDIR/export) or by `python -m ipcgan_jax.convert`.
+    c.frozen = ml_collections.ConfigDict(dict(alexnet="", age_classifier=""))
+    # Auxiliary runs to do first when their export is missing (the demo trains its own).
+    c.pretrain = ml_collections.ConfigDict()
+    c.checkpoint = checkpoint_defaults(every=10_000, keep_every=50_000)
+    c.log_every = 100
+    c.sample_every = 5_000
+    c.num_sample_faces = 32
+    return c
+
+
+_DEFAULTS: dict[str, Callable[[], ml_collections.ConfigDict]] = {"gan": gan_defaults}
+
+
+def _check_keys(config: Any, reference: Any, path: str, free_keys: set[str]) -> None:
+    for key in config.keys():
+        full = f"{path}{key}"
+        if key not in reference:
+            close = difflib.get_close_matches(key, list(reference.keys()), n=1)
+            hint = f" (did you mean {path + close[0]!r}?)" if close else ""
+            raise ConfigError(f"unknown config key {full!r}{hint}")
+        value, ref_value = config[key], reference[key]
+        if full in free_keys:
+            continue
+        if isinstance(ref_value, ml_collections.ConfigDict) and not isinstance(value, ml_collections.ConfigDict):
+            raise ConfigError(f"config key {full!r} must be a group of settings, got {value!r}")
+        if isinstance(value, ml_collections.ConfigDict) and isinstance(ref_value, ml_collections.ConfigDict):
+            _check_keys(value, ref_value, full + ".", free_keys)
+
+
+def _require(condition: bool, key: str, message: str, value: Any) -> None:
+    if not condition:
+        raise ConfigError(f"config key {key!r} {message}, got {value!r}")
+
+
+def _check_gan_values(c: ml_collections.ConfigDict) -> None:
+    _require(c.num_steps > 0, "num_steps", "must be > 0", c.num_steps)
+    _require(c.batch_size > 0, "batch_size", "must be > 0", c.batch_size)
+    _require(c.compute_dtype in ("float32", "bfloat16"), "compute_dtype", "must be 'float32' or 'bfloat16'", c.compute_dtype)
+    _require(c.data.image_size > 0 and c.data.image_size % 8 == 0, "data.image_size",
+             "must be a positive multiple of 8", c.data.image_size)
+    _require(c.data.alexnet_size >= 67, "data.alexnet_size", "must be >= 67 (AlexNet needs a 1x1 pool5)", c.data.alexnet_size)
+    groups = c.model.generator.num_groups
+    _require(all(0 <= g < groups for g in c.data.source_groups) and len(c.data.source_groups) > 0,
+             "data.source_groups", f"must be a non-empty list of groups in [0, {groups})", c.data.source_groups)
+    _require(groups == c.model.discriminator.num_groups == c.model.alexnet.num_groups,
+             "model.generator.num_groups", "must equal model.discriminator.num_groups and model.alexnet.num_groups", groups)
+    _require(groups >= 2, "model.generator.num_groups", "must be >= 2", groups)
+    for key in ("gan_weight", "feature_weight", "age_weight"):
+        _require(c.loss[key] >= 0, f"loss.{key}", "must be >= 0", c.loss[key])
+    _require(c.loss.feature_layer in ("",) + FEATURE_LAYERS, "loss.feature_layer",
+             f"must be '' (no identity loss) or one of {FEATURE_LAYERS}", c.loss.feature_layer)
+    _require(c.optimizer.learning_rate > 0, "optimizer.learning_rate", "must be > 0", c.optimizer.learning_rate)
+    for key in ("b1", "b2"):
+        _require(0 <= c.optimizer[key] < 1, f"optimizer.{key}", "must be in [0, 1)", c.optimizer[key])
+    _require(c.optimizer.eps > 0, "optimizer.eps", "must be > 0", c.optimizer.eps)
+    _require(c.optimizer.epsilon_placement in ("tf1", "optax"), "optimizer.epsilon_placement",
+             "must be 'tf1' or 'optax'", c.optimizer.epsilon_placement)
+    _check_checkpoint_and_logging(c)
+    _require(c.num_sample_faces >= 0, "num_sample_faces", "must be >= 0", c.num_sample_faces)
+
+
+def _check_checkpoint_and_logging(c: ml_collections.ConfigDict) -> None:
+    _require(c.checkpoint.every > 0, "checkpoint.every", "must be > 0", c.checkpoint.every)
+    _require(c.checkpoint.keep_last >= 1, "checkpoint.keep_last", "must be >= 1", c.checkpoint.keep_last)
+    _require(c.checkpoint.keep_every >= 0, "checkpoint.keep_every", "must be >= 0 (0 = off)", c.checkpoint.keep_every)
+    _require(c.log_every > 0, "log_every", "must be > 0", c.log_every)
+    if "sample_every" in c:
+        _require(c.sample_every > 0, "sample_every", "must be > 0", c.sample_every)
+
+
+_VALUE_CHECKS: dict[str, Callable[[ml_collections.ConfigDict], None]] = {"gan": _check_gan_values}
+
+
+# Keys whose contents are free-form (nested run configs).
+_FREE_KEYS = {"pretrain"}
+
+
+def validate_config(config: ml_collections.ConfigDict) -> None:
+    """Raises ConfigError naming the first unknown key or out-of-range value."""
+    task = config.get("task")
+    if task not in TASKS:
+        raise ConfigError(f"config key 'task' must be one of {TASKS}, got {task!r}")
+    if task not in _DEFAULTS:
+        raise ConfigError(f"no defaults registered for task {task!r}")
+    _check_keys(config, _DEFAULTS[task](), "", _FREE_KEYS)
+    if task in _VALUE_CHECKS:
+        _VALUE_CHECKS[task](config)
+    for name, sub in config.get("pretrain", {}).items():
+        try:
+            validate_config(sub)
+        except ConfigError as e:
+            raise ConfigError(f"in pretrain.{name}: {e}") from None

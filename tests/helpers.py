@@ -1,0 +1,57 @@
+"""Small configs and random inputs shared by the training tests."""
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+
+from ipcgan_jax import configlib, gan
+
+
+def tiny_gan_config() -> ml_collections.ConfigDict:
+    """The faithful GAN config shrunk to run a step in well under a second on a CPU."""
+    c = configlib.gan_defaults()
+    c.num_steps = 4
+    c.batch_size = 8
+    c.data.name = "synthetic"
+    c.data.image_size = 32
+    c.data.alexnet_size = 67
+    c.data.num_identities = 12
+    c.data.images_per_identity = 10
+    c.data.size = 48
+    c.data.test_fraction = 0.25
+    c.model.generator.base_features = 4
+    c.model.generator.num_res_blocks = 2
+    c.model.discriminator.base_features = 4
+    c.model.discriminator.out_features = 8
+    c.model.alexnet.update(conv_features=(8, 8, 8, 8, 8), fc_features=16, bottleneck_features=8,
+                           num_identities=12, age_fc_features=16)
+    c.checkpoint.every = 2
+    c.checkpoint.async_save = True
+    c.log_every = 1
+    c.sample_every = 2
+    c.num_sample_faces = 3
+    return c
+
+
+def random_alexnet_params(config: ml_collections.ConfigDict, seed: int = 1):
+    size = config.data.alexnet_size
+    variables = gan.build_alexnet(config).init(jax.random.key(seed), jnp.zeros((1, size, size, 3)))
+    # Scaled down: random AlexNet weights on 0..255 inputs give activations (and losses)
+    # many orders above those of a trained network.
+    return jax.tree.map(lambda x: x * 0.25, variables["params"])
+
+
+def random_batch(config: ml_collections.ConfigDict, seed: int, *, target: int = 2, false: int = 4):
+    rng = np.random.default_rng(seed)
+    n, s, a = config.batch_size, config.data.image_size, config.data.alexnet_size
+    mean = np.asarray((104.0, 117.0, 124.0), np.float32)
+    return {
+        "source_d": (rng.uniform(0, 255, (n, s, s, 3)) - mean).astype(np.float32),
+        "source_g": (rng.uniform(0, 255, (n, s, s, 3)) - mean).astype(np.float32),
+        "source_g_alexnet": (rng.uniform(0, 255, (n, a, a, 3)) - mean).astype(np.float32),
+        "real": rng.uniform(-1, 1, (n, s, s, 3)).astype(np.float32),
+        "target_group": np.full((n,), target, np.int32),
+        "false_group": np.full((n,), false, np.int32),
+    }
