@@ -166,3 +166,63 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
             validate_config(sub)
         except ConfigError as e:
             raise ConfigError(f"in pretrain.{name}: {e}") from None
+
+
+# ----------------------------------------------------------------------------- variants
+# Every config has smaller variants that run the same code: 'quick' (tests, about a
+# minute on a CPU) and 'demo' (the embedded default: visible aging on a 2-core CPU in
+# under 15 minutes). Both use the in-memory synthetic faces and train their own small
+# frozen networks first (config.pretrain).
+_SIZES = {
+    "quick": dict(image_size=32, alexnet_size=67, g_features=4, res_blocks=2, d_features=4,
+                  d_out=8, alexnet=dict(conv_features=(8, 8, 8, 8, 8), fc_features=16,
+                                        bottleneck_features=8, age_fc_features=16),
+                  identities=20, images_per_identity=10, data_size=48),
+    "demo": dict(image_size=64, alexnet_size=115, g_features=8, res_blocks=6, d_features=16,
+                 d_out=32, alexnet=dict(conv_features=(32, 64, 96, 96, 64), fc_features=256,
+                                        bottleneck_features=64, age_fc_features=256),
+                 identities=250, images_per_identity=10, data_size=64),
+}
+
+
+def shrink_data(data: ml_collections.ConfigDict, variant: str) -> None:
+    """In-memory synthetic faces at the variant's size."""
+    s = _SIZES[variant]
+    data.name = "synthetic"
+    data.image_size = s["image_size"]
+    data.alexnet_size = s["alexnet_size"]
+    data.num_identities = s["identities"]
+    data.images_per_identity = s["images_per_identity"]
+    data.size = s["data_size"]
+    data.test_fraction = 0.2
+
+
+def shrink_alexnet(alexnet: ml_collections.ConfigDict, variant: str, num_identities: int) -> None:
+    alexnet.update(_SIZES[variant]["alexnet"])
+    alexnet.num_identities = num_identities
+
+
+def apply_variant(config: ml_collections.ConfigDict, variant: str) -> ml_collections.ConfigDict:
+    """'' returns `config` unchanged; 'quick' and 'demo' shrink it (see `_SIZES`)."""
+    if not variant:
+        return config
+    if variant not in _SIZES:
+        raise ConfigError(f"unknown config variant {variant!r}; choose '', 'quick' or 'demo'")
+    if config.task != "gan":
+        raise ConfigError(f"no variants defined for task {config.task!r}")
+    s = _SIZES[variant]
+    shrink_data(config.data, variant)
+    g, d = config.model.generator, config.model.discriminator
+    g.base_features, g.num_res_blocks = s["g_features"], s["res_blocks"]
+    d.base_features, d.out_features = s["d_features"], s["d_out"]
+    shrink_alexnet(config.model.alexnet, variant, num_identities=s["identities"])
+    if variant == "quick":
+        config.num_steps, config.batch_size = 6, 8
+        config.checkpoint.every, config.log_every, config.sample_every = 3, 1, 3
+        config.num_sample_faces = 4
+    else:
+        config.num_steps, config.batch_size = 1200, 16
+        config.checkpoint.every, config.log_every, config.sample_every = 200, 20, 200
+        config.num_sample_faces = 8
+    config.checkpoint.keep_every = 0
+    return config

@@ -1,0 +1,34 @@
+"""Trains or evaluates IPCGAN from a config file.
+
+  python main.py --config=configs/g75_conv5.py --workdir=workdirs/g75_conv5
+  python main.py --config=configs/demo.py --workdir=workdirs/demo
+  python main.py --config=configs/g75_conv5.py:quick --workdir=/tmp/quick --config.num_steps=10
+
+Rerunning the same command resumes from the latest checkpoint in --workdir. Config
+fields can be overridden with --config.<field>=<value>. Multi-host runs call
+`jax.distributed.initialize()` first (--distributed, see launch/).
+"""
+from absl import app, flags
+from ml_collections import config_flags
+
+FLAGS = flags.FLAGS
+config_flags.DEFINE_config_file("config", None, "Path to a config file (optionally path:variant).",
+                                lock_config=True)
+flags.DEFINE_string("workdir", None, "Directory for checkpoints, logs and samples (resumes if it holds a run).")
+flags.DEFINE_bool("distributed", False, "Call jax.distributed.initialize() (multi-host clusters, SLURM, TPU pods).")
+flags.mark_flags_as_required(["config", "workdir"])
+
+
+def main(argv):
+    del argv
+    import jax
+
+    if FLAGS.distributed:
+        jax.distributed.initialize()
+    from ipcgan_jax.train import train_and_evaluate
+
+    train_and_evaluate(FLAGS.config, FLAGS.workdir)
+
+
+if __name__ == "__main__":
+    app.run(main)
