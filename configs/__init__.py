@@ -1,0 +1,1 @@
+"""Config files: `python main.py --config=configs/<name>.py[:variant]`."""
