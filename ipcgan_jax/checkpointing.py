@@ -105,3 +105,28 @@ class TrainCheckpointer:
 
     def close(self) -> None:
         self._manager.close()
+
+
+def restore_state_tree(checkpoints_dir: str, step: int | None = None) -> tuple[PyTree, dict, int]:
+    """Reads a `TrainCheckpointer` checkpoint without knowing its structure in advance.
+
+    For readers of finished runs (inference, evaluation): no template, no sharding, never
+    writes. Returns (the state as a nested dict of numpy arrays, the run bookkeeping JSON,
+    the step read); `step` None means the latest complete step.
+    """
+    checkpoints_dir = os.path.abspath(checkpoints_dir)
+    if not os.path.isdir(checkpoints_dir):
+        raise CheckpointError(f"no training checkpoints at {checkpoints_dir}")
+    options = ocp.CheckpointManagerOptions(create=False, read_only=True)
+    with ocp.CheckpointManager(checkpoints_dir, options=options, item_names=("state", "run")) as manager:
+        available = list(manager.all_steps())
+        if step is None:
+            if not available:
+                raise CheckpointError(f"{checkpoints_dir} holds no complete checkpoint")
+            step = max(available)
+        elif step not in available:
+            raise CheckpointError(f"{checkpoints_dir} has no checkpoint for step {step} "
+                                  f"(available: {sorted(available)})")
+        restored = manager.restore(step, args=ocp.args.Composite(
+            state=ocp.args.StandardRestore(), run=ocp.args.JsonRestore()))
+    return jax.tree.map(np.asarray, restored["state"]), dict(restored["run"] or {}), int(step)
