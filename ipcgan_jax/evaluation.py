@@ -1,0 +1,351 @@
+"""Evaluation of a trained generator: `evaluate(config, workdir)` (task 'eval').
+
+    python main.py --config=configs/eval.py --workdir=workdirs/demo
+
+Reads the GAN run in WORKDIR (its config.json and a checkpoint; nothing of the run is
+changed), ages every source face of the test split (faces of the run's source groups)
+to every target group, exactly as `ipcgan_jax.inference.FaceAger` does for photos (each
+pair on its own, BN mode as configured), and writes WORKDIR/eval/step_<N>/ (a fresh
+folder each time: step_<N>_2, ... if it exists) with results.json, results.md and
+samples.png. Metrics, per target group and overall:
+
+- age: the independent age evaluator (`ipcgan_jax.classifiers.load_age_evaluator`,
+  config `evaluator`, relative to WORKDIR) classifies each output: accuracy (output
+  classified as its target group) and the mean estimated group; its accuracy on the real
+  test faces is reported beside as the ceiling to read them against. Skipped with a
+  message when no evaluator is exported.
+- identity: dlib's face-recognition ResNet (`ipcgan_jax.identity`) compares each output
+  with its input: verification rate (descriptor distance < 0.6, dlib's same-person
+  threshold), mean distance and mean cosine similarity.
+- FID between the outputs for a group and the real test faces of that group (and all
+  outputs vs all test faces), when `fid_feature_extractor` is set (`ipcgan_jax.fid`).
+- synthetic data only (data.name 'synthetic'): the ground truth exists. Each output is
+  compared with the same identity rendered at the target group, (a) with the source
+  photo's own nuisance (pose, light, background, noise: the exact counterfactual image)
+  and (b) canonical (nuisance_seed=None), both resized like the output: pixel MAE
+  (0..255) and PSNR (dB). `copy_input_mae` is the error of returning the input unchanged,
+  the baseline a generator must beat. `load_faces` keeps neither the identity attributes
+  nor the nuisance seeds, so they are regenerated here from the run's data config with
+  `synthetic.sample_identities` / `plan_dataset` and the same identity-disjoint split
+  (deterministic; the first face is re-rendered and compared to catch any drift).
+"""
+from __future__ import annotations
+
+import json
+import os
+from typing import Any
+
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+from tqdm.auto import tqdm
+
+from ipcgan_jax import fid, identity, inference, preprocessing, visualization
+from ipcgan_jax.configlib import ConfigError
+
+EVAL_DIR = "eval"
+
+
+def eval_defaults() -> ml_collections.ConfigDict:
+    """Settings of task 'eval' (configs/eval.py)."""
+    c = ml_collections.ConfigDict()
+    c.task = "eval"
+    c.step = 0                    # checkpoint step to evaluate; 0 = the latest
+    c.batch_size = 16             # source faces per batch (each pair still runs on its own)
+    c.max_faces = 0               # evaluate only the first N source faces; 0 = all
+    c.bn_mode = ""                # '' = inference default ('moving'); or 'moving' | 'single'
+    c.evaluator = "age_evaluator/export"   # exported age evaluator, relative to the workdir
+    c.identity_threshold = identity.VERIFICATION_THRESHOLD
+    c.fid_feature_extractor = ""  # 'package.module:factory' (ipcgan_jax.fid); '' = skip FID
+    c.num_sample_faces = 8
+    # Override the run's data settings ('' = as recorded in WORKDIR/config.json).
+    c.data = ml_collections.ConfigDict(dict(name="", data_dir="", builder_config="", test_split=""))
+    return c
+
+
+def check_eval_config(config: ml_collections.ConfigDict) -> None:
+    """ConfigError naming the first out-of-range field."""
+    checks = (("step", config.step >= 0, "must be >= 0"), ("batch_size", config.batch_size > 0, "must be > 0"),
+              ("max_faces", config.max_faces >= 0, "must be >= 0 (0 = all)"),
+              ("bn_mode", config.bn_mode in ("",) + inference.BN_MODES, f"must be '' or one of {inference.BN_MODES}"),
+              ("identity_threshold", config.identity_threshold > 0, "must be > 0"),
+              ("num_sample_faces", config.num_sample_faces >= 0, "must be >= 0"))
+    for key, ok, message in checks:
+        if not ok:
+            raise ConfigError(f"config key {key!r} {message}, got {config[key]!r}")
+
+
+def fresh_output_dir(workdir: str, step: int) -> str:
+    """WORKDIR/eval/step_<N>, or step_<N>_2, ... : never an existing folder."""
+    base = os.path.join(workdir, EVAL_DIR, f"step_{step}")
+    out, suffix = base, 1
+    while os.path.exists(out):
+        suffix += 1
+        out = f"{base}_{suffix}"
+    os.makedirs(out)
+    return out
+
+
+def _data_config(run_config: ml_collections.ConfigDict, config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+    data = ml_collections.ConfigDict(run_config.data.to_dict())
+    for key, value in config.data.items():
+        if value:
+            data[key] = value
+    return data
+
+
+# ----------------------------------------------------------------------------- judges
+class _AgeJudge:
+    def __init__(self, path: str):
+        import jax
+
+        from ipcgan_jax import classifiers
+
+        module, variables, _ = classifiers.load_age_evaluator(path)
+        self.num_groups = module.num_groups
+        variables = jax.tree.map(jnp.asarray, variables)
+        self._predict = jax.jit(lambda pixels: jnp.argmax(
+            classifiers.predict_age_groups(module, variables, pixels), axis=-1))
+
+    def __call__(self, pixels: np.ndarray) -> np.ndarray:
+        # Fixed-size chunks: one compilation for any number of images.
+        chunk = 32
+        out = []
+        for start in range(0, len(pixels), chunk):
+            part = pixels[start:start + chunk]
+            padded = np.resize(part, (chunk,) + part.shape[1:])
+            out.append(np.asarray(self._predict(padded))[:len(part)])
+        return np.concatenate(out) if out else np.zeros((0,), np.int64)
+
+
+class _SyntheticTruth:
+    """Ground-truth renders for the test faces of an in-memory synthetic run."""
+
+    def __init__(self, data: ml_collections.ConfigDict, split: str, faces: Any, image_size: int):
+        from ipcgan_jax.data import sources, synthetic
+
+        self._synthetic = synthetic
+        self.size, self.image_size = int(data.size), int(image_size)
+        self.identities = synthetic.sample_identities(int(data.num_identities), int(data.seed))
+        plan = synthetic.plan_dataset(int(data.num_identities), int(data.images_per_identity), seed=int(data.seed))
+        train_rows, test_rows = sources.identity_disjoint_split(plan["identity"], float(data.test_fraction),
+                                                                int(data.seed))
+        rows = test_rows if split == "test" else train_rows
+        self.nuisance_seed = plan["nuisance_seed"][rows]
+        if not (np.array_equal(plan["identity"][rows], faces.identity)
+                and np.array_equal(plan["age_group"][rows], faces.age_group)):
+            raise ValueError("the regenerated synthetic plan does not match load_faces' split; "
+                             "ipcgan_jax.data.synthetic or sources changed how the data is made")
+        self.face_identity = faces.identity
+        first = self.render(np.array([0]), np.array([faces.age_group[0]]), same_photo=True, resize=False)
+        if not np.array_equal(first, faces.images([0])):
+            raise ValueError("re-rendering the first synthetic test face does not reproduce it; "
+                             "ipcgan_jax.data.synthetic changed how faces are drawn")
+
+    def render(self, face_rows: np.ndarray, age_groups: np.ndarray, *, same_photo: bool,
+               resize: bool = True) -> np.ndarray:
+        seeds = self.nuisance_seed[face_rows] if same_photo else None
+        images = self._synthetic.render_faces(self.identities.take(self.face_identity[face_rows]),
+                                              np.asarray(age_groups), size=self.size, nuisance_seed=seeds)
+        if not resize:
+            return images
+        resized = preprocessing.legacy_resize_bilinear(jnp.asarray(images, jnp.float32), self.image_size,
+                                                       self.image_size)
+        return np.asarray(jnp.clip(jnp.round(resized), 0, 255).astype(jnp.uint8))
+
+
+def pixel_errors(outputs: np.ndarray, truth: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per-image MAE (0..255) and PSNR (dB, capped at 100 for identical images)."""
+    difference = outputs.astype(np.float64) - truth.astype(np.float64)
+    axes = tuple(range(1, difference.ndim))
+    mae = np.mean(np.abs(difference), axis=axes)
+    mse = np.mean(difference ** 2, axis=axes)
+    psnr = np.where(mse > 0, 10.0 * np.log10(255.0 ** 2 / np.maximum(mse, 1e-12)), 100.0)
+    return mae, psnr
+
+
+# ----------------------------------------------------------------------------- evaluate
+def evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
+    """Evaluates the GAN run in `workdir`; returns the results written to results.json."""
+    check_eval_config(config)
+    from ipcgan_jax.data import sources  # TensorFlow is imported only here
+
+    workdir = os.path.abspath(os.path.expanduser(workdir))
+    loaded = inference.load_generator(workdir, step=config.step or None)
+    run_config = loaded.run_config
+    ager = inference.FaceAger(loaded, bn_mode=config.bn_mode or None)
+    data = _data_config(run_config, config)
+    split = data.test_split
+    faces = sources.load_faces(data, split)
+    source_groups = tuple(run_config.data.source_groups)
+    source_rows = np.flatnonzero(np.isin(faces.age_group, source_groups))
+    if config.max_faces:
+        source_rows = source_rows[:config.max_faces]
+    if not len(source_rows):
+        raise ValueError(f"{faces.name}: no faces of the source groups {source_groups} to evaluate")
+    groups = ager.resolve_groups(None)
+    labels = ager.group_labels(groups)
+    num_groups = len(groups)
+    messages: list[str] = []
+
+    age_judge = None
+    evaluator_path = os.path.join(workdir, os.path.expanduser(config.evaluator)) if config.evaluator else ""
+    if not evaluator_path:
+        messages.append("age metrics skipped: config field 'evaluator' is empty")
+    elif not os.path.isdir(evaluator_path):
+        messages.append(f"age metrics skipped: no exported age evaluator at {evaluator_path} (train one with "
+                        "`python main.py --config=configs/age_evaluator.py --workdir=DIR`, then set --config.evaluator)")
+    else:
+        age_judge = _AgeJudge(evaluator_path)
+        if age_judge.num_groups != num_groups:
+            raise ValueError(f"the age evaluator at {evaluator_path} has {age_judge.num_groups} groups, "
+                             f"the generator {num_groups}")
+    extractor = None
+    if config.fid_feature_extractor:
+        extractor = fid.load_feature_extractor(config.fid_feature_extractor)
+    else:
+        messages.append("FID skipped: no feature extractor configured (set fid_feature_extractor to "
+                        "'package.module:factory' returning an InceptionV3 pool3 extractor; see ipcgan_jax.fid)")
+    truth = None
+    if data.name == "synthetic":
+        truth = _SyntheticTruth(data, split, faces, ager.image_size)
+    else:
+        messages.append(f"ground-truth errors skipped: only the in-memory synthetic data has them "
+                        f"(data.name is {data.name!r})")
+    layout = loaded.alignment
+    embedder = identity.FaceEmbedder(layout.padding, layout.vertical_shift)
+
+    per_pair: dict[str, list[np.ndarray]] = {k: [] for k in (
+        "estimated_group", "distance", "cosine", "gt_same_mae", "gt_same_psnr", "gt_canonical_mae",
+        "gt_canonical_psnr", "copy_input_mae")}
+    output_features: list[np.ndarray] = []
+    samples = []
+    for start in tqdm(range(0, len(source_rows), config.batch_size), desc="evaluating", unit="batch"):
+        rows = source_rows[start:start + config.batch_size]
+        g_inputs = ager.to_generator_input(faces.images(rows))
+        outputs = ager.age_generator_inputs(g_inputs, groups)  # (n, G, S, S, 3)
+        input_pixels = inference.generator_input_pixels(g_inputs)
+        flat = outputs.reshape((-1,) + outputs.shape[2:])
+        pair_groups = np.tile(np.asarray(groups), len(rows))
+        if age_judge is not None:
+            per_pair["estimated_group"].append(age_judge(flat))
+        input_codes = embedder.embed(input_pixels)
+        output_codes = embedder.embed(flat).reshape(len(rows), num_groups, -1)
+        per_pair["distance"].append(identity.descriptor_distance(input_codes[:, None], output_codes).reshape(-1))
+        per_pair["cosine"].append(identity.cosine_similarity(input_codes[:, None], output_codes).reshape(-1))
+        if extractor is not None:
+            output_features.append(np.asarray(extractor(flat), np.float64))
+        if truth is not None:
+            face_rows = np.repeat(rows, num_groups)
+            same = truth.render(face_rows, pair_groups, same_photo=True)
+            canonical = truth.render(face_rows, pair_groups, same_photo=False)
+            for name, reference in (("gt_same", same), ("gt_canonical", canonical)):
+                mae, psnr = pixel_errors(flat, reference)
+                per_pair[f"{name}_mae"].append(mae)
+                per_pair[f"{name}_psnr"].append(psnr)
+            per_pair["copy_input_mae"].append(pixel_errors(np.repeat(input_pixels, num_groups, axis=0), same)[0])
+        for k in range(min(len(rows), config.num_sample_faces - len(samples))):
+            reference_row = (truth.render(np.full(num_groups, rows[k]), np.asarray(groups), same_photo=True)
+                             if truth is not None else None)
+            samples.append((input_pixels[k], outputs[k], reference_row))
+    per_pair = {k: np.concatenate(v) for k, v in per_pair.items() if v}
+    pair_groups = np.tile(np.asarray(groups), len(source_rows))
+
+    real_features_by_group = {}
+    real_accuracy = None
+    if age_judge is not None or extractor is not None:
+        real_predictions, real_features = [], []
+        for start in tqdm(range(0, len(faces), 64), desc="real test faces", unit="batch"):
+            indices = np.arange(start, min(start + 64, len(faces)))
+            pixels = np.asarray(jnp.clip(jnp.round(preprocessing.legacy_resize_bilinear(
+                jnp.asarray(faces.images(indices), jnp.float32), ager.image_size, ager.image_size)), 0, 255
+            ).astype(jnp.uint8))
+            if age_judge is not None:
+                real_predictions.append(age_judge(pixels))
+            if extractor is not None:
+                real_features.append(np.asarray(extractor(pixels), np.float64))
+        if age_judge is not None:
+            real_accuracy = float(np.mean(np.concatenate(real_predictions) == faces.age_group))
+        if extractor is not None:
+            real_features = np.concatenate(real_features)
+            real_features_by_group = {g: real_features[faces.age_group == g] for g in groups}
+            real_features_by_group["all"] = real_features
+    generated_features = np.concatenate(output_features) if output_features else None
+
+    def summarise(selector: np.ndarray, group: int | None) -> dict:
+        result: dict[str, Any] = {"num_outputs": int(selector.sum())}
+        if "estimated_group" in per_pair:
+            estimated = per_pair["estimated_group"][selector]
+            result["age_accuracy"] = float(np.mean(estimated == pair_groups[selector]))
+            result["mean_estimated_group"] = float(np.mean(estimated))
+        result["identity_verification_rate"] = float(np.mean(per_pair["distance"][selector] < config.identity_threshold))
+        result["identity_mean_distance"] = float(np.mean(per_pair["distance"][selector]))
+        result["identity_mean_cosine"] = float(np.mean(per_pair["cosine"][selector]))
+        if generated_features is not None:
+            real = real_features_by_group["all" if group is None else group]
+            generated = generated_features[selector]
+            result["fid"] = (fid.fid_from_features(generated, real) if len(real) >= 2 and len(generated) >= 2
+                             else None)
+        for key in ("gt_same_mae", "gt_same_psnr", "gt_canonical_mae", "gt_canonical_psnr", "copy_input_mae"):
+            if key in per_pair:
+                result[key] = float(np.mean(per_pair[key][selector]))
+        return result
+
+    results = {
+        "workdir": workdir, "step": loaded.step, "split": faces.name, "bn_mode": ager.bn_mode,
+        "num_source_faces": int(len(source_rows)), "source_groups": list(source_groups),
+        "evaluator": evaluator_path if age_judge is not None else None,
+        "evaluator_accuracy_on_real_test_faces": real_accuracy,
+        "identity_threshold": float(config.identity_threshold),
+        "per_group": {label: summarise(pair_groups == g, g) for g, label in zip(groups, labels)},
+        "overall": summarise(np.ones_like(pair_groups, bool), None),
+        "messages": messages,
+    }
+    out_dir = fresh_output_dir(workdir, loaded.step)
+    with open(os.path.join(out_dir, "results.json"), "w") as f:
+        json.dump(results, f, indent=2)
+    with open(os.path.join(out_dir, "results.md"), "w") as f:
+        f.write(results_markdown(results))
+    if samples:
+        visualization.save_png(os.path.join(out_dir, "samples.png"), sample_sheet(samples, labels))
+    results["output_dir"] = out_dir
+    print(results_markdown(results))
+    print(f"results written to {out_dir}")
+    return results
+
+
+_COLUMNS = (("age_accuracy", "age acc.", "{:.3f}"), ("mean_estimated_group", "mean est. group", "{:.2f}"),
+            ("identity_verification_rate", "verif. rate", "{:.3f}"), ("identity_mean_cosine", "cosine", "{:.3f}"),
+            ("identity_mean_distance", "dlib dist.", "{:.3f}"), ("fid", "FID", "{:.2f}"),
+            ("gt_same_mae", "GT MAE", "{:.2f}"), ("gt_same_psnr", "GT PSNR", "{:.2f}"),
+            ("gt_canonical_mae", "canon. GT MAE", "{:.2f}"), ("copy_input_mae", "copy-input MAE", "{:.2f}"))
+
+
+def results_markdown(results: dict) -> str:
+    """The results as a Markdown table (rows: target groups and overall)."""
+    present = [c for c in _COLUMNS if c[0] in results["overall"]]
+    lines = [f"Evaluation of {results['workdir']} at step {results['step']} on {results['split']}: "
+             f"{results['num_source_faces']} source faces x {len(results['per_group'])} target groups, "
+             f"BN mode {results['bn_mode']}.", ""]
+    if results["evaluator_accuracy_on_real_test_faces"] is not None:
+        lines += [f"Age evaluator accuracy on the real test faces: "
+                  f"{results['evaluator_accuracy_on_real_test_faces']:.3f}.", ""]
+    lines.append("| target group | " + " | ".join(c[1] for c in present) + " |")
+    lines.append("|---|" + "---|" * len(present))
+    for name, row in list(results["per_group"].items()) + [("overall", results["overall"])]:
+        cells = ["n/a" if row.get(key) is None else fmt.format(row[key]) for key, _, fmt in present]
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    lines.append("")
+    lines += [f"- {m}" for m in results["messages"]]
+    return "\n".join(lines) + "\n"
+
+
+def sample_sheet(samples: list, labels: list[str]) -> np.ndarray:
+    """Rows: each sample's input then its outputs; on the synthetic data, a second row
+    with the ground truth at each group (the input's photo, aged by the renderer)."""
+    rows = []
+    for input_pixels, outputs, reference in samples:
+        rows.append([input_pixels] + list(outputs))
+        if reference is not None:
+            rows.append([np.zeros_like(input_pixels)] + list(reference))
+    return visualization.make_grid(rows, column_titles=["input"] + labels)

@@ -1,0 +1,152 @@
+"""Evaluation: FID math, identity judge, ground-truth errors and the end-to-end report."""
+import json
+import os
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+import scipy.linalg
+from PIL import Image
+
+from ipcgan_jax import checkpointing, evaluation, fid, identity, inference
+from ipcgan_jax.data import synthetic
+from ipcgan_jax.models import AgeEvaluator
+from tests.test_inference import make_gan_workdir
+
+
+# ----------------------------------------------------------------------------- FID
+def test_frechet_distance_of_diagonal_gaussians_has_a_closed_form():
+    rng = np.random.default_rng(0)
+    mean_a, mean_b = rng.normal(size=6), rng.normal(size=6)
+    var_a, var_b = rng.uniform(0.1, 3, 6), rng.uniform(0.1, 3, 6)
+    expected = np.sum((mean_a - mean_b) ** 2) + np.sum((np.sqrt(var_a) - np.sqrt(var_b)) ** 2)
+    got = fid.frechet_distance(mean_a, np.diag(var_a), mean_b, np.diag(var_b))
+    assert got == pytest.approx(expected, rel=1e-9)
+
+
+def test_frechet_distance_matches_a_symmetric_form_for_full_covariances():
+    """Tr((A B)^1/2) = Tr((A^1/2 B A^1/2)^1/2), computed here with eigendecompositions only."""
+    rng = np.random.default_rng(1)
+    features_a, features_b = rng.normal(size=(50, 5)), rng.normal(size=(40, 5)) @ rng.normal(size=(5, 5))
+
+    def psd_root(matrix):
+        values, vectors = np.linalg.eigh(matrix)
+        return (vectors * np.sqrt(np.clip(values, 0, None))) @ vectors.T
+
+    mean_a, cov_a = features_a.mean(0), np.cov(features_a, rowvar=False)
+    mean_b, cov_b = features_b.mean(0), np.cov(features_b, rowvar=False)
+    root_a = psd_root(cov_a)
+    expected = (np.sum((mean_a - mean_b) ** 2) + np.trace(cov_a) + np.trace(cov_b)
+                - 2 * np.trace(psd_root(root_a @ cov_b @ root_a)))
+    assert fid.fid_from_features(features_a, features_b) == pytest.approx(expected, rel=1e-7)
+    assert fid.fid_from_features(features_a, features_a) == pytest.approx(0.0, abs=1e-7)
+    assert scipy.linalg.norm(cov_a) > 0
+
+
+def test_fid_rejects_bad_inputs():
+    with pytest.raises(ValueError, match="N >= 2"):
+        fid.feature_statistics(np.zeros((1, 3)))
+    with pytest.raises(ValueError, match="mismatched"):
+        fid.frechet_distance(np.zeros(2), np.eye(2), np.zeros(3), np.eye(3))
+    with pytest.raises(ValueError, match="package.module:factory"):
+        fid.load_feature_extractor("no_colon")
+    with pytest.raises(ValueError, match="cannot be loaded"):
+        fid.load_feature_extractor("tests.test_evaluation:missing")
+
+
+def colour_features():
+    """A stand-in FID extractor for the end-to-end test: per-channel mean and std."""
+    def extract(images):
+        pixels = np.asarray(images, np.float64).reshape(len(images), -1, 3)
+        return np.concatenate([pixels.mean(1), pixels.std(1)], axis=1)
+    return extract
+
+
+# ----------------------------------------------------------------------------- identity and pixels
+def test_identity_descriptors_separate_people():
+    settings = inference.synthetic_alignment(64)
+    embedder = identity.FaceEmbedder(settings.padding, settings.vertical_shift)
+    identities = synthetic.sample_identities(4, seed=3)
+    rows = np.repeat(np.arange(4), 2)
+    faces = synthetic.render_faces(identities.take(rows), np.zeros(8, int), size=64, nuisance_seed=np.arange(8))
+    codes = embedder.embed(faces)
+    same = identity.descriptor_distance(codes[0::2], codes[1::2])
+    different = identity.descriptor_distance(codes[0::2], np.roll(codes[1::2], 1, axis=0))
+    assert same.mean() < different.mean() and np.all(same < identity.VERIFICATION_THRESHOLD)
+    cos_same = identity.cosine_similarity(codes[0::2], codes[1::2])
+    assert cos_same.mean() > identity.cosine_similarity(codes[0::2], np.roll(codes[1::2], 1, axis=0)).mean()
+    np.testing.assert_allclose(identity.cosine_similarity(codes, codes), 1.0, atol=1e-6)
+    np.testing.assert_allclose(codes, embedder.embed(faces))  # deterministic
+
+
+def test_pixel_errors():
+    a = np.zeros((2, 4, 4, 3), np.uint8)
+    b = a.copy()
+    b[0] = 10
+    mae, psnr = evaluation.pixel_errors(a, b)
+    np.testing.assert_allclose(mae, [10.0, 0.0])
+    np.testing.assert_allclose(psnr, [20 * np.log10(255 / 10), 100.0])
+
+
+# ----------------------------------------------------------------------------- end to end
+@pytest.fixture(scope="module")
+def evaluated(tmp_path_factory):
+    workdir = make_gan_workdir(tmp_path_factory.mktemp("eval") / "run")
+    architecture = dict(stage_features=[4, 8], blocks_per_stage=1, num_groups=5, image_size=32)
+    module = AgeEvaluator(stage_features=(4, 8), blocks_per_stage=1, num_groups=5, image_size=32)
+    variables = module.init(jax.random.key(0), jnp.zeros((1, 32, 32, 3)))
+    checkpointing.save_variables(os.path.join(workdir, "age_evaluator", "export"), variables,
+                                 {"task": "age_evaluator", "architecture": architecture})
+    config = evaluation.eval_defaults()
+    config.max_faces = 3
+    config.batch_size = 2
+    config.num_sample_faces = 2
+    config.fid_feature_extractor = "tests.test_evaluation:colour_features"
+    before = sorted(os.listdir(workdir))
+    return workdir, before, evaluation.evaluate(config, workdir), config
+
+
+def test_evaluation_writes_report_with_metrics_in_range(evaluated):
+    workdir, before, results, _ = evaluated
+    out = os.path.join(workdir, "eval", "step_3")
+    assert results["output_dir"] == out
+    assert sorted(os.listdir(out)) == ["results.json", "results.md", "samples.png"]
+    assert sorted(os.listdir(workdir)) == sorted(before + ["eval"])
+    with open(os.path.join(out, "results.json")) as f:
+        stored = json.load(f)
+    assert stored["num_source_faces"] == 3 and stored["step"] == 3
+    assert list(stored["per_group"]) == ["11-20", "21-30", "31-40", "41-50", "51+"]
+    for row in list(stored["per_group"].values()) + [stored["overall"]]:
+        assert 0 <= row["age_accuracy"] <= 1 and 0 <= row["mean_estimated_group"] <= 4
+        assert 0 <= row["identity_verification_rate"] <= 1 and -1 <= row["identity_mean_cosine"] <= 1
+        assert np.isfinite(row["fid"]) and row["fid"] >= -1e-9
+        assert 0 <= row["gt_same_mae"] <= 255 and row["gt_same_psnr"] > 0
+        assert 0 <= row["gt_canonical_mae"] <= 255 and 0 <= row["copy_input_mae"] <= 255
+    assert stored["per_group"]["11-20"]["num_outputs"] == 3
+    markdown = open(os.path.join(out, "results.md")).read()
+    assert "| 51+ |" in markdown and "| overall |" in markdown and "GT MAE" in markdown
+    sheet = np.asarray(Image.open(os.path.join(out, "samples.png")))
+    assert sheet.shape[0] >= 4 * 32 and sheet.shape[1] >= 6 * 32  # 2 faces x (output, truth) rows
+
+
+def test_ground_truth_is_the_source_photo_at_its_own_group(evaluated):
+    """Sources are from group 0: the regenerated truth at group 0 is the input itself."""
+    _, _, results, _ = evaluated
+    assert results["per_group"]["11-20"]["copy_input_mae"] == 0.0
+    assert results["per_group"]["51+"]["copy_input_mae"] > 1.0  # ageing changes the face
+
+
+def test_evaluation_never_overwrites_and_reports_skips(evaluated):
+    workdir, _, first, config = evaluated
+    config = config.copy_and_resolve_references()
+    config.max_faces, config.fid_feature_extractor, config.evaluator = 1, "", "nowhere/export"
+    second = evaluation.evaluate(config, workdir)
+    assert second["output_dir"] == os.path.join(workdir, "eval", "step_3_2")
+    assert os.path.exists(os.path.join(first["output_dir"], "results.json"))
+    assert "age_accuracy" not in second["overall"] and "fid" not in second["overall"]
+    assert any("no exported age evaluator" in m for m in second["messages"])
+    assert any("FID skipped" in m for m in second["messages"])
+    config.bn_mode = "sideways"
+    with pytest.raises(evaluation.ConfigError, match="bn_mode"):
+        evaluation.evaluate(config, workdir)
