@@ -232,7 +232,9 @@ def train_gan(config: ml_collections.ConfigDict, workdir: str, *, devices=None) 
     def write_samples(step: int) -> None:
         if not is_chief or not len(sample_images):
             return
-        g_vars = {"params": state.g_params, "batch_stats": state.g_batch_stats}
+        # Host copies: the chief alone samples, and a computation on the global arrays
+        # would have to run on the devices of every process.
+        g_vars = parallel.to_host({"params": state.g_params, "batch_stats": state.g_batch_stats})
         sheet = _sample_sheet(generate, g_vars, sample_images, config, mesh)
         visualization.save_png(os.path.join(samples_dir, f"step_{step:07d}.png"), sheet)
         writer.write_image(step, "samples", sheet)
