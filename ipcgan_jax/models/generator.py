@@ -36,13 +36,15 @@ class Generator(nn.Module):
       mutable); False uses the moving averages except in the residual blocks (SPEC §2).
 
     `base_features` 32 and 6 residual blocks are the paper's network (1,976,611
-    parameters); smaller values are for quick runs only.
+    parameters); smaller values are for quick runs only. `deconv_impl` picks how the two
+    transposed convs are computed ('subpixel' or 'conv_transpose', the same function).
     """
 
     base_features: int = 32
     num_res_blocks: int = 6
     num_groups: int = 5
     bn_epsilon: float = 1e-3
+    deconv_impl: str = "subpixel"
     dtype: Dtype = jnp.float32
 
     @nn.compact
@@ -61,7 +63,7 @@ class Generator(nn.Module):
         x = nn.relu(bn("bn3")(conv(4 * f, 3, 2, "conv3")(x), train))
         for i in range(self.num_res_blocks):
             x = ResidualBlock(4 * f, self.bn_epsilon, self.dtype, name=f"unit_{i}")(x, train)
-        x = nn.relu(bn("bn4")(ConvTransposeSame(2 * f, dtype=self.dtype, name="deconv1")(x), train))
-        x = nn.relu(bn("bn5")(ConvTransposeSame(f, dtype=self.dtype, name="deconv2")(x), train))
+        x = nn.relu(bn("bn4")(ConvTransposeSame(2 * f, dtype=self.dtype, impl=self.deconv_impl, name="deconv1")(x), train))
+        x = nn.relu(bn("bn5")(ConvTransposeSame(f, dtype=self.dtype, impl=self.deconv_impl, name="deconv2")(x), train))
         x = conv(3, 7, 1, "conv4")(x)
         return jnp.tanh(x.astype(jnp.float32))

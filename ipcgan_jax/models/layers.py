@@ -11,6 +11,7 @@ from typing import Any
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 Dtype = Any
 
@@ -74,25 +75,86 @@ class TFBatchNorm(nn.Module):
         return (x * inv.astype(x.dtype) + shift.astype(x.dtype)).astype(self.dtype)
 
 
+DECONV_IMPLS = ("subpixel", "conv_transpose")
+
+
+def _subpixel_taps(kernel_size: int, stride: int) -> tuple[np.ndarray, np.ndarray, int, int]:
+    """Where each tap of a SAME transposed conv lands in its sub-pixel form.
+
+    Output row s*p + a (phase a) of `conv2d_transpose(SAME)` sums input rows p + d times
+    kernel row kh = a + pad_before - s*d (the adjoint of a SAME conv from s*H to H with
+    pad_before = (k - s) // 2). Returns per (offset index, phase) the kernel row (`taps`),
+    whether it exists (`valid`), and the smallest and largest offset d.
+    """
+    pad_before = max(kernel_size - stride, 0) // 2
+    offsets = [(a + pad_before - kh) // stride for a in range(stride) for kh in range(kernel_size)
+               if (a + pad_before - kh) % stride == 0]
+    d_min, d_max = min(offsets), max(offsets)
+    taps = np.zeros((d_max - d_min + 1, stride), np.int32)
+    valid = np.zeros((d_max - d_min + 1, stride), bool)
+    for t, d in enumerate(range(d_min, d_max + 1)):
+        for a in range(stride):
+            kh = a + pad_before - stride * d
+            if 0 <= kh < kernel_size:
+                taps[t, a], valid[t, a] = kh, True
+    return taps, valid, d_min, d_max
+
+
+def conv_transpose_subpixel(x: jax.Array, kernel: jax.Array, stride: int) -> jax.Array:
+    """`tf.nn.conv2d_transpose(x, kernel, SAME)` as one stride-1 conv and a depth-to-space.
+
+    kernel: TF layout (k, k, out, in). Each output phase (a, b) of the strided transposed
+    conv is an ordinary conv of the input with a sub-kernel of the taps that land on it;
+    stacking the phases as output channels turns the whole op into one dense conv whose
+    weight gradient is a plain conv too (XLA's CPU transposed-conv weight gradient is slow).
+    The same function as `lax.conv_transpose`, up to float summation order.
+    """
+    k, _, out_features, in_features = kernel.shape
+    taps, valid, d_min, d_max = _subpixel_taps(k, stride)
+    size = taps.shape[0]
+    # sub[ty, tx, in, a, b, out] = kernel[taps[ty, a], taps[tx, b], out, in] where valid
+    rows = kernel[taps]                                   # (ty, a, k, out, in)
+    sub = rows[:, :, taps]                                # (ty, a, tx, b, out, in)
+    mask = (valid[:, :, None, None] & valid[None, None, :, :]).astype(kernel.dtype)
+    sub = sub * mask[..., None, None]
+    sub = sub.transpose(0, 2, 5, 1, 3, 4).reshape(size, size, in_features, stride * stride * out_features)
+    padded = jnp.pad(x, ((0, 0), (-d_min, max(d_max, 0)), (-d_min, max(d_max, 0)), (0, 0)))
+    y = jax.lax.conv_general_dilated(padded, sub, (1, 1), "VALID",
+                                     dimension_numbers=("NHWC", "HWIO", "NHWC"))
+    n, h, w, _ = y.shape
+    y = y.reshape(n, h, w, stride, stride, out_features).transpose(0, 1, 3, 2, 4, 5)
+    return y.reshape(n, h * stride, w * stride, out_features)
+
+
 class ConvTransposeSame(nn.Module):
     """`tf.nn.conv2d_transpose(x, kernel, output = input * stride, padding="SAME")`.
 
     The kernel keeps TF's layout (kh, kw, out, in) so original weights load unchanged.
+    impl: 'subpixel' (default, one dense conv per layer: faster on CPU, see
+      `conv_transpose_subpixel`) or 'conv_transpose' (`lax.conv_transpose`); the same
+      function with the same parameters.
     """
 
     features: int
     kernel_size: int = 3
     stride: int = 2
     dtype: Dtype = jnp.float32
+    impl: str = "subpixel"
 
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
+        if self.impl not in DECONV_IMPLS:
+            raise ValueError(f"ConvTransposeSame.impl must be one of {DECONV_IMPLS}, got {self.impl!r}")
         k = self.kernel_size
         kernel = self.param("kernel", deconv_init, (k, k, self.features, x.shape[-1]), jnp.float32)
         bias = self.param("bias", nn.initializers.zeros, (self.features,), jnp.float32)
-        y = jax.lax.conv_transpose(
-            x.astype(self.dtype), kernel.astype(self.dtype), (self.stride, self.stride), "SAME",
-            dimension_numbers=("NHWC", "HWIO", "NHWC"), transpose_kernel=True)
+        x, kernel = x.astype(self.dtype), kernel.astype(self.dtype)
+        if self.impl == "subpixel":
+            y = conv_transpose_subpixel(x, kernel, self.stride)
+        else:
+            y = jax.lax.conv_transpose(
+                x, kernel, (self.stride, self.stride), "SAME",
+                dimension_numbers=("NHWC", "HWIO", "NHWC"), transpose_kernel=True)
         return y + bias.astype(self.dtype)
 
 

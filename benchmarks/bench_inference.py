@@ -1,0 +1,126 @@
+"""Inference latency of the faithful generator (test mode) per face, all five age groups; JSON.
+
+"Per face" = one 128x128 face rendered at every one of the 5 target groups.
+  batch1: one compiled call per (face, group) with batch 1, called 5 times per face.
+  batched: `--faces` faces x 5 groups in one compiled call. The call maps G over
+    (face, group) pairs with `jax.vmap`, each a batch of 1, because the residual-block
+    BNs use the statistics of their batch even in test mode (SPEC §2): stacking faces into
+    one ordinary batch would change every face's result. The output equals batch1's
+    (checked here, `max_abs_diff_vs_batch1`).
+Random G parameters with moving statistics from a few training-mode batches.
+
+Usage: python benchmarks/bench_inference.py [--faces 8] [--repeats 5] [--dtype float32]
+           [--deconv-impl subpixel] [--json FILE]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+import jax  # noqa: E402
+import jax.numpy as jnp  # noqa: E402
+import numpy as np  # noqa: E402
+
+from ipcgan_jax import configlib, gan  # noqa: E402
+from ipcgan_jax.preprocessing import MEAN_RGB  # noqa: E402
+
+NUM_GROUPS = 5
+
+
+def _time_calls(fn, repeats: int) -> list[float]:
+    jax.block_until_ready(fn())
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        jax.block_until_ready(fn())
+        times.append(time.perf_counter() - start)
+    return times
+
+
+def _stats_ms(times: list[float], per: int) -> dict:
+    return {"median_ms_per_face": round(statistics.median(times) / per * 1e3, 2),
+            "min_ms_per_face": round(min(times) / per * 1e3, 2),
+            "max_ms_per_face": round(max(times) / per * 1e3, 2),
+            "faces_per_s": round(per / statistics.median(times), 3)}
+
+
+def run(faces: int, repeats: int, dtype: str, deconv_impl: str | None, seed: int) -> dict:
+    config = configlib.gan_defaults()
+    config.compute_dtype = dtype
+    if deconv_impl:
+        config.model.generator.deconv_impl = deconv_impl
+    size = config.data.image_size
+    rng = np.random.default_rng(seed)
+    images = jnp.asarray(rng.uniform(0, 255, (faces, size, size, 3)) - np.asarray(MEAN_RGB), jnp.float32)
+    state = gan.init_state(config, jax.random.key(seed))
+    # Moving statistics from training-mode passes, so test mode normalises sensibly.
+    generator = gan.build_generator(config)
+    stats = state.g_batch_stats
+    for group in range(NUM_GROUPS):
+        _, new = generator.apply({"params": state.g_params, "batch_stats": stats}, images,
+                                 jnp.full((faces,), group), train=True, mutable=["batch_stats"])
+        stats = new["batch_stats"]
+    variables = {"params": state.g_params, "batch_stats": stats}
+    generate = gan.make_generate(config)
+
+    single = jax.jit(generate)
+    start = time.perf_counter()
+    single_compiled = single.lower(variables, images[:1], jnp.zeros((1,), jnp.int32)).compile()
+    compile_single_s = time.perf_counter() - start
+    groups = [jnp.full((1,), g, jnp.int32) for g in range(NUM_GROUPS)]
+
+    def one_face():
+        return [single_compiled(variables, images[:1], g) for g in groups]
+
+    pair_images = jnp.repeat(images, NUM_GROUPS, axis=0)[:, None]            # (F*5, 1, H, W, 3)
+    pair_groups = jnp.tile(jnp.arange(NUM_GROUPS, dtype=jnp.int32), faces)[:, None]  # (F*5, 1)
+    batched = jax.jit(jax.vmap(generate, in_axes=(None, 0, 0)))
+    start = time.perf_counter()
+    batched_compiled = batched.lower(variables, pair_images, pair_groups).compile()
+    compile_batched_s = time.perf_counter() - start
+
+    out_single = np.stack([np.asarray(y[0]) for y in one_face()])
+    out_batched = np.asarray(batched_compiled(variables, pair_images, pair_groups))[:NUM_GROUPS, 0]
+    cost = batched_compiled.cost_analysis()
+    cost = cost[0] if isinstance(cost, (list, tuple)) else cost
+    result = {
+        "dtype": dtype, "faces": faces, "groups_per_face": NUM_GROUPS, "repeats": repeats,
+        "deconv_impl": config.model.generator.get("deconv_impl", "default"),
+        "load_avg": [round(x, 2) for x in os.getloadavg()], "jax": jax.__version__,
+        "device": jax.devices()[0].device_kind,
+        "batch1": dict(_stats_ms(_time_calls(one_face, repeats), 1), compile_s=round(compile_single_s, 2)),
+        "batched": dict(_stats_ms(_time_calls(lambda: batched_compiled(variables, pair_images, pair_groups),
+                                              repeats), faces),
+                        compile_s=round(compile_batched_s, 2), pairs_per_call=faces * NUM_GROUPS),
+        "gflop_per_face": round(float(cost.get("flops", float("nan"))) / faces / 1e9, 3),
+        "max_abs_diff_vs_batch1": float(np.max(np.abs(out_single - out_batched))),
+    }
+    return result
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--faces", type=int, default=8, help="faces per batched call")
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
+    parser.add_argument("--deconv-impl", default=None, choices=["subpixel", "conv_transpose"])
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--json", default=None)
+    args = parser.parse_args(argv)
+    result = run(args.faces, args.repeats, args.dtype, args.deconv_impl, args.seed)
+    text = json.dumps(result)
+    print(text)
+    if args.json:
+        with open(args.json, "w") as fh:
+            fh.write(text + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,303 @@
+"""Speed of the faithful IPCGAN training step in JAX, side by side with PyTorch; prints JSON.
+
+One step = one D update and one G update (SPEC §6), faithful networks (G 32 features,
+6 residual blocks; D 64 features, 512 outputs; AlexNet at full size, 227x227, random and
+frozen), random data already in memory. For every (batch, dtype) the two programs run
+alternately in fresh subprocesses, A B A B ... (`--rounds`), because on a shared machine
+load changes over minutes: compare the medians of the same round pair, and the ratio.
+
+JAX side (this file, `--worker jax`): median / min / max ms over `--steps` timed steps
+after `--warmup`, images/s = batch / median, compile time (round 1 with an empty
+persistent compilation cache = cold; later rounds reuse the cache), XLA cost-analysis
+FLOPs per step and achieved GFLOP/s against this machine's float32 peak (a large matmul
+measured in the same run, and the FMA peak derived from lscpu).
+PyTorch side: /work/shared/bench/torch_reference.py (`--torch-script`) in the torch venv
+(`--torch-python`), with `--bf16` for the bfloat16 rows. The JAX bfloat16 rows use
+`compute_dtype='bfloat16'` (float32 parameters, BN statistics, optimizer states, losses).
+
+Usage:
+  python benchmarks/bench_step.py [--batch 8 32] [--dtype float32 bfloat16] [--rounds 2]
+      [--steps 5] [--warmup 1] [--no-torch] [--deconv-impl subpixel] [--json FILE]
+  python benchmarks/bench_step.py --worker jax --batch 8 --dtype float32 --cache-dir DIR
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+DEFAULT_TORCH_PYTHON = "/tmp/torch_venv/bin/python"
+DEFAULT_TORCH_SCRIPT = os.path.join(os.path.dirname(ROOT), "shared", "bench", "torch_reference.py")
+MEAN_RGB = (104.0, 117.0, 124.0)
+
+
+# ----------------------------------------------------------------------------- machine
+def describe_cpu() -> dict:
+    """CPU model, vector ISA and the float32 FMA peak derived from them (no JAX needed)."""
+    info = {"cpu": "", "cores": os.cpu_count(), "mhz": None, "flags": []}
+    try:
+        with open("/proc/cpuinfo") as fh:
+            text = fh.read()
+        info["cpu"] = re.search(r"model name\s*:\s*(.*)", text).group(1).strip()
+        mhz = re.search(r"cpu MHz\s*:\s*([\d.]+)", text)
+        info["mhz"] = float(mhz.group(1)) if mhz else None
+        flags = set(re.search(r"flags\s*:\s*(.*)", text).group(1).split())
+        info["flags"] = sorted(f for f in flags if f.startswith(("avx", "fma", "amx")))
+    except (OSError, AttributeError):
+        return info
+    # fp32 FLOP/cycle/core: 2 FMA pipes x lanes x 2 (AMD Zen 2-4 and Intel server cores
+    # have 2 FMA pipes; Zen 4 runs AVX-512 as 2 x 256 bit, so it keeps 32)
+    lanes = 16 if "avx512f" in flags and "Intel" in info["cpu"] else 8 if "fma" in flags else 4
+    info["fp32_flop_per_cycle_per_core"] = 2 * lanes * 2
+    if info["mhz"]:
+        info["fp32_peak_gflops_fma"] = round(
+            info["cores"] * info["mhz"] / 1e3 * info["fp32_flop_per_cycle_per_core"], 1)
+    info["avx512_bf16"] = "avx512_bf16" in flags
+    return info
+
+
+# ----------------------------------------------------------------------------- JAX worker
+def measure_matmul_peak(size: int = 2048, repeats: int = 5) -> float:
+    """Best GFLOP/s of a float32 (size x size) @ (size x size) matmul in JAX."""
+    import jax
+    import jax.numpy as jnp
+
+    a = jax.random.normal(jax.random.key(0), (size, size), jnp.float32)
+    b = jax.random.normal(jax.random.key(1), (size, size), jnp.float32)
+    matmul = jax.jit(jnp.matmul)
+    jax.block_until_ready(matmul(a, b))
+    best = float("inf")
+    for _ in range(repeats):
+        start = time.perf_counter()
+        jax.block_until_ready(matmul(a, b))
+        best = min(best, time.perf_counter() - start)
+    return 2 * size ** 3 / best / 1e9
+
+
+def make_step_inputs(config, seed: int, pool_size: int = 3):
+    """A pool of random batches (already on the device) and random frozen AlexNet params."""
+    import jax
+    import numpy as np
+
+    from ipcgan_jax import gan
+
+    rng = np.random.default_rng(seed)
+    n, size, alex = config.batch_size, config.data.image_size, config.data.alexnet_size
+    mean = np.asarray(MEAN_RGB, np.float32)
+    pool = []
+    for _ in range(pool_size):
+        pool.append(jax.device_put({
+            "source_d": (rng.uniform(0, 255, (n, size, size, 3)) - mean).astype(np.float32),
+            "source_g": (rng.uniform(0, 255, (n, size, size, 3)) - mean).astype(np.float32),
+            "source_g_alexnet": (rng.uniform(0, 255, (n, alex, alex, 3)) - mean).astype(np.float32),
+            "real": rng.uniform(-1, 1, (n, size, size, 3)).astype(np.float32),
+            "target_group": np.zeros((n,), np.int32), "false_group": np.zeros((n,), np.int32)}))
+    frozen = gan.build_alexnet(config).init(jax.random.key(seed + 1),
+                                            np.zeros((1, alex, alex, 3), np.float32))["params"]
+    # Scaled down so activations stay in the range of a trained network (no inf/denormals).
+    frozen = jax.tree.map(lambda x: x * 0.25, frozen)
+    return pool, frozen
+
+
+def faithful_config(batch: int, dtype: str, deconv_impl: str | None):
+    from ipcgan_jax import configlib
+
+    config = configlib.gan_defaults()
+    config.batch_size = batch
+    config.compute_dtype = dtype
+    if deconv_impl:
+        config.model.generator.deconv_impl = deconv_impl
+    return config
+
+
+def run_jax_worker(args) -> dict:
+    if args.cache_dir:
+        import jax
+
+        jax.config.update("jax_compilation_cache_dir", args.cache_dir)
+        jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
+        jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
+    import jax
+    import numpy as np
+
+    sys.path.insert(0, ROOT)
+    from ipcgan_jax import gan
+
+    config = faithful_config(args.batch[0], args.dtype[0], args.deconv_impl)
+    pool, frozen = make_step_inputs(config, args.seed)
+    state = jax.jit(lambda rng: gan.init_state(config, rng))(jax.random.key(args.seed))
+    start = time.perf_counter()
+    lowered = jax.jit(gan.make_train_step(config), donate_argnums=(0,)).lower(state, pool[0], frozen)
+    traced_s = time.perf_counter() - start
+    compiled = lowered.compile()
+    compile_s = time.perf_counter() - start
+    cost = compiled.cost_analysis()
+    cost = cost[0] if isinstance(cost, (list, tuple)) else cost
+    flops = float(cost.get("flops", float("nan")))
+
+    rng = np.random.default_rng(args.seed)
+    times = []
+    metrics = None
+    for i in range(args.warmup + args.steps):
+        target = int(rng.integers(5))
+        false = int((target + 1 + rng.integers(4)) % 5)
+        batch = dict(pool[i % len(pool)], target_group=np.full((config.batch_size,), target, np.int32),
+                     false_group=np.full((config.batch_size,), false, np.int32))
+        batch = dict(batch, source_g=pool[(i + 1) % len(pool)]["source_g"],
+                     source_g_alexnet=pool[(i + 1) % len(pool)]["source_g_alexnet"])
+        begin = time.perf_counter()
+        state, metrics = compiled(state, batch, frozen)
+        jax.block_until_ready((state, metrics))
+        if i >= args.warmup:
+            times.append(time.perf_counter() - begin)
+    median = statistics.median(times)
+    losses = {k: float(metrics[k]) for k in ("d_loss", "g_adversarial_loss", "g_feature_loss", "g_age_loss")}
+    result = dict(framework="jax", jax=jax.__version__, batch=config.batch_size, dtype=config.compute_dtype,
+                  deconv_impl=config.model.generator.get("deconv_impl", "default"),
+                  median_ms=round(median * 1e3, 1), min_ms=round(min(times) * 1e3, 1),
+                  max_ms=round(max(times) * 1e3, 1), images_per_s=round(config.batch_size / median, 3),
+                  trace_s=round(traced_s, 2), compile_s=round(compile_s, 2),
+                  cost_analysis_gflop_per_step=round(flops / 1e9, 2),
+                  achieved_gflops=round(flops / median / 1e9, 2), steps=args.steps, warmup=args.warmup,
+                  xla_flags=os.environ.get("XLA_FLAGS", ""), last_losses=losses)
+    if args.measure_peak:
+        result["matmul_peak_gflops"] = round(measure_matmul_peak(), 1)
+    if not all(np.isfinite(v) for v in losses.values()):
+        result["error"] = "non-finite loss"
+    return result
+
+
+# ----------------------------------------------------------------------------- orchestration
+def _run_json(command: list[str], env: dict | None = None) -> dict:
+    load = os.getloadavg()[0]
+    proc = subprocess.run(command, capture_output=True, text=True, env=env)
+    lines = [line for line in proc.stdout.splitlines() if line.startswith("{")]
+    if proc.returncode != 0 or not lines:
+        return {"error": f"exit {proc.returncode}", "stderr_tail": proc.stderr[-2000:]}
+    result = json.loads(lines[-1])
+    result["load_1min_before"] = round(load, 2)
+    return result
+
+
+def jax_command(args, batch: int, dtype: str, cache_dir: str, measure_peak: bool) -> list[str]:
+    command = [sys.executable, os.path.abspath(__file__), "--worker", "jax", "--batch", str(batch),
+               "--dtype", dtype, "--steps", str(args.steps), "--warmup", str(args.warmup),
+               "--seed", str(args.seed), "--cache-dir", cache_dir]
+    if args.deconv_impl:
+        command += ["--deconv-impl", args.deconv_impl]
+    return command + (["--measure-peak"] if measure_peak else [])
+
+
+def torch_command(args, batch: int, dtype: str) -> list[str]:
+    command = [args.torch_python, args.torch_script, "--batch", str(batch), "--steps", str(args.steps),
+               "--warmup", str(args.warmup), "--threads", str(args.torch_threads), "--seed", str(args.seed)]
+    return command + (["--bf16"] if dtype == "bfloat16" else [])
+
+
+def _summary(runs: list[dict]) -> dict:
+    ok = [r for r in runs if "error" not in r]
+    if not ok:
+        return {"error": runs[-1].get("error") if runs else "no runs"}
+    return {"median_ms": round(statistics.median(r["median_ms"] for r in ok), 1),
+            "min_ms": round(min(r["min_ms"] for r in ok), 1),
+            "max_ms": round(max(r["max_ms"] for r in ok), 1),
+            "images_per_s": round(ok[0]["batch"] / (statistics.median(r["median_ms"] for r in ok) / 1e3), 3)}
+
+
+def run_comparison(args) -> dict:
+    report = {"machine": describe_cpu(), "load_avg_start": [round(x, 2) for x in os.getloadavg()],
+              "settings": dict(steps=args.steps, warmup=args.warmup, rounds=args.rounds,
+                               torch_threads=args.torch_threads, deconv_impl=args.deconv_impl,
+                               xla_flags=os.environ.get("XLA_FLAGS", "")),
+              "results": []}
+    torch_ok = not args.no_torch and os.path.exists(args.torch_python) and os.path.exists(args.torch_script)
+    if not args.no_torch and not torch_ok:
+        report["torch_skipped"] = f"not found: {args.torch_python} or {args.torch_script}"
+    measured_peak = False
+    for batch in args.batch:
+        for dtype in args.dtype:
+            cache_dir = tempfile.mkdtemp(prefix="ipcgan_bench_cache_")
+            jax_runs, torch_runs = [], []
+            for round_index in range(args.rounds):
+                print(f"[bench_step] batch {batch} {dtype} round {round_index + 1}/{args.rounds}",
+                      file=sys.stderr, flush=True)
+                jax_runs.append(_run_json(jax_command(args, batch, dtype, cache_dir, not measured_peak)))
+                measured_peak = measured_peak or "matmul_peak_gflops" in jax_runs[-1]
+                if torch_ok:
+                    torch_runs.append(_run_json(torch_command(args, batch, dtype)))
+            row = {"batch": batch, "dtype": dtype, "jax": _summary(jax_runs), "jax_runs": jax_runs}
+            good = [r for r in jax_runs if "error" not in r]
+            if good:
+                row["jax"].update(compile_cold_s=good[0]["compile_s"] if jax_runs[0] is good[0] else None,
+                                  compile_cached_s=(statistics.median(r["compile_s"] for r in good[1:])
+                                                    if len(good) > 1 else None),
+                                  cost_analysis_gflop_per_step=good[0]["cost_analysis_gflop_per_step"])
+                row["jax"]["achieved_gflops"] = round(
+                    good[0]["cost_analysis_gflop_per_step"] / (row["jax"]["median_ms"] / 1e3), 2)
+            if torch_runs:
+                row["torch"] = _summary(torch_runs)
+                row["torch_runs"] = torch_runs
+                pairs = [(j["median_ms"], t["median_ms"]) for j, t in zip(jax_runs, torch_runs)
+                         if "error" not in j and "error" not in t]
+                if pairs:
+                    row["jax_over_torch_per_round"] = [round(j / t, 3) for j, t in pairs]
+                    row["jax_over_torch_median_ratio"] = round(
+                        statistics.median(j for j, _ in pairs) / statistics.median(t for _, t in pairs), 3)
+            report["results"].append(row)
+    for run in (r for row in report["results"] for r in row["jax_runs"]):
+        if "matmul_peak_gflops" in run:
+            report["machine"]["matmul_peak_gflops_measured"] = run["matmul_peak_gflops"]
+    peak = report["machine"].get("matmul_peak_gflops_measured")
+    for row in report["results"]:
+        if peak and "achieved_gflops" in row["jax"]:
+            row["jax"]["fraction_of_matmul_peak"] = round(row["jax"]["achieved_gflops"] / peak, 3)
+        if "torch" in row and "cost_analysis_gflop_per_step" in row["jax"] and "error" not in row["torch"]:
+            # Same networks and step: XLA's FLOP count applies to both (PyTorch's own
+            # counter agreed within 5% in the probe).
+            row["torch"]["achieved_gflops"] = round(
+                row["jax"]["cost_analysis_gflop_per_step"] / (row["torch"]["median_ms"] / 1e3), 2)
+    report["load_avg_end"] = [round(x, 2) for x in os.getloadavg()]
+    return report
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--batch", type=int, nargs="+", default=[8, 32])
+    parser.add_argument("--dtype", nargs="+", default=["float32", "bfloat16"], choices=["float32", "bfloat16"])
+    parser.add_argument("--rounds", type=int, default=2, help="A B alternations per (batch, dtype)")
+    parser.add_argument("--steps", type=int, default=5, help="timed steps per run")
+    parser.add_argument("--warmup", type=int, default=1, help="untimed steps first")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--deconv-impl", default=None, choices=["subpixel", "conv_transpose"],
+                        help="transposed-conv implementation (default: the config default)")
+    parser.add_argument("--no-torch", action="store_true", help="JAX only (e.g. on a GPU machine)")
+    parser.add_argument("--torch-python", default=DEFAULT_TORCH_PYTHON)
+    parser.add_argument("--torch-script", default=DEFAULT_TORCH_SCRIPT)
+    parser.add_argument("--torch-threads", type=int, default=os.cpu_count())
+    parser.add_argument("--json", default=None, help="also write the report to this file")
+    parser.add_argument("--worker", choices=["jax"], default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--cache-dir", default=None, help="worker: persistent compilation cache")
+    parser.add_argument("--measure-peak", action="store_true", help="worker: also time a large matmul")
+    args = parser.parse_args(argv)
+    if args.worker == "jax":
+        result = run_jax_worker(args)
+        print(json.dumps(result), flush=True)
+        return 0 if "error" not in result else 1
+    report = run_comparison(args)
+    text = json.dumps(report, indent=1)
+    print(text)
+    if args.json:
+        with open(args.json, "w") as fh:
+            fh.write(text + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
