@@ -64,7 +64,10 @@ def gan_defaults() -> ml_collections.ConfigDict:
     c.compute_dtype = "float32"
     c.data = data_defaults()
     c.model = ml_collections.ConfigDict(dict(
-        generator=dict(base_features=32, num_res_blocks=6, num_groups=5, bn_epsilon=1e-3),
+        # deconv_impl: how G's transposed convs are computed, the same function either way:
+        # 'subpixel' (faster on CPU) or 'conv_transpose' (lax.conv_transpose)
+        generator=dict(base_features=32, num_res_blocks=6, num_groups=5, bn_epsilon=1e-3,
+                       deconv_impl="subpixel"),
         discriminator=dict(base_features=64, out_features=512, num_groups=5, bn_epsilon=1e-3),
         alexnet=alexnet_defaults(),
     ))
@@ -112,6 +115,9 @@ def _check_gan_values(c: ml_collections.ConfigDict) -> None:
     _require(c.num_steps > 0, "num_steps", "must be > 0", c.num_steps)
     _require(c.batch_size > 0, "batch_size", "must be > 0", c.batch_size)
     _require(c.compute_dtype in ("float32", "bfloat16"), "compute_dtype", "must be 'float32' or 'bfloat16'", c.compute_dtype)
+    deconv_impl = c.model.generator.get("deconv_impl", "subpixel")
+    _require(deconv_impl in ("subpixel", "conv_transpose"), "model.generator.deconv_impl",
+             "must be 'subpixel' or 'conv_transpose'", deconv_impl)
     _require(c.data.image_size > 0 and c.data.image_size % 8 == 0, "data.image_size",
              "must be a positive multiple of 8", c.data.image_size)
     _require(c.data.alexnet_size >= 67, "data.alexnet_size", "must be >= 67 (AlexNet needs a 1x1 pool5)", c.data.alexnet_size)
