@@ -88,7 +88,7 @@ def _save_new(path: str, image: np.ndarray) -> None:
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m ipcgan_jax.age", description=__doc__.split("\n\n")[0],
+    parser = argparse.ArgumentParser(prog="python -m ipcgan_jax.age", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("inputs", nargs="+", help="photos and/or folders of photos")
     source = parser.add_mutually_exclusive_group(required=True)

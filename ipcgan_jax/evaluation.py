@@ -173,6 +173,9 @@ def evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     workdir = os.path.abspath(os.path.expanduser(workdir))
     loaded = inference.load_generator(workdir, step=config.step or None)
     run_config = loaded.run_config
+    if run_config is None:
+        raise ValueError(f"{workdir} is an exported generator, not a GAN run's workdir: evaluation needs the "
+                         "run's config.json for its data (age exported generators with python -m ipcgan_jax.age)")
     ager = inference.FaceAger(loaded, bn_mode=config.bn_mode or None)
     data = _data_config(run_config, config)
     split = data.test_split
