@@ -39,7 +39,6 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
-from PIL import Image
 
 from ipcgan_jax import checkpointing, gan, preprocessing
 from ipcgan_jax.data import alignment
@@ -415,10 +414,3 @@ class FaceAger:
 def generator_input_pixels(g_input: np.ndarray) -> np.ndarray:
     """G input (mean subtracted) -> the uint8 picture it shows, for grids."""
     return np.clip(np.rint(np.asarray(g_input) + np.asarray(preprocessing.MEAN_RGB)), 0, 255).astype(np.uint8)
-
-
-def resize_square(image: np.ndarray, size: int) -> np.ndarray:
-    """Antialiased resize of a square uint8 image, for display next to generator outputs."""
-    if image.shape[0] == size:
-        return image
-    return np.asarray(Image.fromarray(image).resize((size, size), Image.Resampling.LANCZOS))
