@@ -87,7 +87,63 @@ def gan_defaults() -> ml_collections.ConfigDict:
     return c
 
 
-_DEFAULTS: dict[str, Callable[[], ml_collections.ConfigDict]] = {"gan": gan_defaults}
+CLASSIFIER_TASKS = ("alexnet_identity", "age_classifier", "age_evaluator")
+
+
+def evaluator_defaults() -> ml_collections.ConfigDict:
+    """The age evaluator's architecture (ipcgan_jax.models.AgeEvaluator)."""
+    return ml_collections.ConfigDict(dict(stage_features=(32, 64, 128, 256), blocks_per_stage=2,
+                                          num_groups=5, image_size=128))
+
+
+def classifier_defaults(task: str) -> ml_collections.ConfigDict:
+    """The auxiliary networks on CACD (ipcgan_jax.classifiers): 'alexnet_identity',
+    'age_classifier' or 'age_evaluator'. Each task has its own seed."""
+    if task not in CLASSIFIER_TASKS:
+        raise ConfigError(f"config key 'task' must be one of {CLASSIFIER_TASKS}, got {task!r}")
+    c = ml_collections.ConfigDict()
+    c.task = task
+    c.seed = {"alexnet_identity": 1, "age_classifier": 2, "age_evaluator": 3}[task]
+    c.num_steps = {"alexnet_identity": 60_000, "age_classifier": 20_000, "age_evaluator": 30_000}[task]
+    c.batch_size = 128
+    c.compute_dtype = "float32"
+    c.data = data_defaults()
+    c.data.flip = True
+    if task == "age_evaluator":
+        c.model = ml_collections.ConfigDict(dict(evaluator=evaluator_defaults()))
+    else:
+        # Dropout on fc6/fc7 (identity) or age_fc6/age_fc7 (age) while training only, as
+        # in Caffe's AlexNet; the frozen networks in the GAN run without it.
+        c.model = ml_collections.ConfigDict(dict(alexnet=alexnet_defaults(), dropout_rate=0.5))
+    c.optimizer = ml_collections.ConfigDict(dict(
+        name="momentum",             # 'momentum' (SGD, momentum 0.9) | 'adam' (AdamW)
+        learning_rate=0.1 if task == "age_evaluator" else 0.01,
+        momentum=0.9,
+        weight_decay=5e-4,           # on kernels only
+        schedule="cosine",           # 'cosine' (to 0 at num_steps) | 'constant'
+        warmup_steps=1000,
+    ))
+    if task == "alexnet_identity":
+        # The new layers (new_1, new_2) learn this many times faster than the rest, the
+        # usual way to fine-tune from ImageNet weights.
+        c.optimizer.head_learning_rate_multiplier = 10.0
+        c.init = ml_collections.ConfigDict(dict(bvlc_npy=""))  # ImageNet AlexNet to start from
+        # Identity accuracy needs faces of identities seen in training: this fraction of
+        # every training identity's images is held out as the test set.
+        c.holdout_fraction = 0.1
+    if task == "age_classifier":
+        c.frozen = ml_collections.ConfigDict(dict(alexnet="../alexnet_identity/export"))
+    c.checkpoint = checkpoint_defaults(every=5_000, keep_every=0)
+    c.log_every = 100
+    c.eval_every = 5_000
+    c.eval_batch_size = 256
+    return c
+
+
+_DEFAULTS: dict[str, Callable[[], ml_collections.ConfigDict]] = {
+    "gan": gan_defaults,
+    **{task: (lambda task=task: classifier_defaults(task)) for task in CLASSIFIER_TASKS},
+}
 
 
 def _check_keys(config: Any, reference: Any, path: str, free_keys: set[str]) -> None:
@@ -150,7 +206,43 @@ def _check_checkpoint_and_logging(c: ml_collections.ConfigDict) -> None:
         _require(c.sample_every > 0, "sample_every", "must be > 0", c.sample_every)
 
 
-_VALUE_CHECKS: dict[str, Callable[[ml_collections.ConfigDict], None]] = {"gan": _check_gan_values}
+def _check_classifier_values(c: ml_collections.ConfigDict) -> None:
+    _require(c.num_steps > 0, "num_steps", "must be > 0", c.num_steps)
+    _require(c.batch_size > 0, "batch_size", "must be > 0", c.batch_size)
+    _require(c.eval_batch_size > 0, "eval_batch_size", "must be > 0", c.eval_batch_size)
+    _require(c.eval_every > 0, "eval_every", "must be > 0", c.eval_every)
+    _require(c.compute_dtype in ("float32", "bfloat16"), "compute_dtype", "must be 'float32' or 'bfloat16'", c.compute_dtype)
+    if c.task == "age_evaluator":
+        e = c.model.evaluator
+        _require(len(e.stage_features) > 0 and all(f > 0 for f in e.stage_features),
+                 "model.evaluator.stage_features", "must be a non-empty list of positive widths", e.stage_features)
+        _require(e.blocks_per_stage >= 1, "model.evaluator.blocks_per_stage", "must be >= 1", e.blocks_per_stage)
+        _require(e.image_size >= 8, "model.evaluator.image_size", "must be >= 8", e.image_size)
+        _require(e.num_groups >= 2, "model.evaluator.num_groups", "must be >= 2", e.num_groups)
+    else:
+        _require(c.data.alexnet_size >= 67, "data.alexnet_size", "must be >= 67 (AlexNet needs a 1x1 pool5)", c.data.alexnet_size)
+        _require(0 <= c.model.dropout_rate < 1, "model.dropout_rate", "must be in [0, 1)", c.model.dropout_rate)
+        _require(c.model.alexnet.num_groups >= 2, "model.alexnet.num_groups", "must be >= 2", c.model.alexnet.num_groups)
+    o = c.optimizer
+    _require(o.name in ("momentum", "adam"), "optimizer.name", "must be 'momentum' or 'adam'", o.name)
+    _require(o.learning_rate > 0, "optimizer.learning_rate", "must be > 0", o.learning_rate)
+    _require(0 <= o.momentum < 1, "optimizer.momentum", "must be in [0, 1)", o.momentum)
+    _require(o.weight_decay >= 0, "optimizer.weight_decay", "must be >= 0", o.weight_decay)
+    _require(o.schedule in ("cosine", "constant"), "optimizer.schedule", "must be 'cosine' or 'constant'", o.schedule)
+    _require(o.warmup_steps >= 0, "optimizer.warmup_steps", "must be >= 0", o.warmup_steps)
+    if c.task == "alexnet_identity":
+        _require(o.head_learning_rate_multiplier > 0, "optimizer.head_learning_rate_multiplier", "must be > 0",
+                 o.head_learning_rate_multiplier)
+        _require(0 < c.holdout_fraction < 1, "holdout_fraction", "must be in (0, 1)", c.holdout_fraction)
+    if c.task == "age_classifier":
+        _require(bool(c.frozen.alexnet), "frozen.alexnet",
+                 "must name the exported identity AlexNet (configs/alexnet_identity.py writes WORKDIR/export)",
+                 c.frozen.alexnet)
+    _check_checkpoint_and_logging(c)
+
+
+_VALUE_CHECKS: dict[str, Callable[[ml_collections.ConfigDict], None]] = {
+    "gan": _check_gan_values, **{task: _check_classifier_values for task in CLASSIFIER_TASKS}}
 
 
 # Keys whose contents are free-form (nested run configs).
@@ -214,6 +306,8 @@ def apply_variant(config: ml_collections.ConfigDict, variant: str) -> ml_collect
         return config
     if variant not in _SIZES:
         raise ConfigError(f"unknown config variant {variant!r}; choose '', 'quick' or 'demo'")
+    if config.task in CLASSIFIER_TASKS:
+        return _apply_classifier_variant(config, variant)
     if config.task != "gan":
         raise ConfigError(f"no variants defined for task {config.task!r}")
     s = _SIZES[variant]
@@ -230,5 +324,62 @@ def apply_variant(config: ml_collections.ConfigDict, variant: str) -> ml_collect
         config.num_steps, config.batch_size = 1200, 16
         config.checkpoint.every, config.log_every, config.sample_every = 200, 20, 200
         config.num_sample_faces = 8
+    config.checkpoint.keep_every = 0
+    # The small variants train their own frozen networks first, inside the GAN workdir
+    # (relative frozen paths are resolved against it), in this order: the age classifier
+    # needs the identity trunk (so the keys must not be sorted).
+    config.pretrain = ml_collections.ConfigDict(
+        {task: apply_variant(classifier_defaults(task), variant) for task in CLASSIFIER_TASKS},
+        sort_keys=False)
+    config.frozen.alexnet = "alexnet_identity/export"
+    config.frozen.age_classifier = "age_classifier/export"
+    return config
+
+
+# Training settings of the classifier tasks in the small variants. The demo's were tuned
+# on a 2-core CPU: the three runs together take a few minutes, and the age classifier
+# reaches >= 95% test accuracy on the synthetic faces.
+_CLASSIFIER_RUNS = {
+    "quick": {
+        "alexnet_identity": dict(num_steps=8, batch_size=8, learning_rate=1e-3),
+        "age_classifier": dict(num_steps=8, batch_size=8, learning_rate=1e-3),
+        "age_evaluator": dict(num_steps=8, batch_size=8, learning_rate=1e-3),
+    },
+    "demo": {
+        "alexnet_identity": dict(num_steps=300, batch_size=16, learning_rate=1e-3),
+        "age_classifier": dict(num_steps=1000, batch_size=32, learning_rate=1e-3),
+        "age_evaluator": dict(num_steps=400, batch_size=32, learning_rate=1e-3),
+    },
+}
+_EVALUATOR_SIZES = {
+    "quick": dict(stage_features=(4, 8), blocks_per_stage=1, image_size=32),
+    "demo": dict(stage_features=(16, 32, 64), blocks_per_stage=1, image_size=64),
+}
+
+
+def _apply_classifier_variant(config: ml_collections.ConfigDict, variant: str) -> ml_collections.ConfigDict:
+    """The classifier tasks on the same in-memory synthetic faces and network sizes as the
+    GAN variant of the same name, trained with AdamW at a constant learning rate."""
+    s = _SIZES[variant]
+    shrink_data(config.data, variant)
+    if config.task == "age_evaluator":
+        config.model.evaluator.update(_EVALUATOR_SIZES[variant])
+    else:
+        shrink_alexnet(config.model.alexnet, variant, num_identities=s["identities"])
+    run = _CLASSIFIER_RUNS[variant][config.task]
+    config.num_steps, config.batch_size = run["num_steps"], run["batch_size"]
+    config.optimizer.update(name="adam", learning_rate=run["learning_rate"], weight_decay=0.0,
+                            schedule="constant", warmup_steps=0)
+    if config.task != "age_evaluator":
+        config.model.dropout_rate = 0.0  # runs this short underfit; dropout only slows them
+    if config.task == "alexnet_identity":
+        config.optimizer.head_learning_rate_multiplier = 1.0  # from scratch: no new layers
+    if variant == "quick":
+        config.checkpoint.every, config.log_every, config.eval_every = 4, 1, 4
+        config.eval_batch_size = 16
+    else:
+        config.checkpoint.every, config.log_every = 100, 20
+        config.eval_every = config.num_steps
+        config.eval_batch_size = 64
     config.checkpoint.keep_every = 0
     return config

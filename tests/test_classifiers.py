@@ -1,0 +1,203 @@
+"""The auxiliary networks: identity AlexNet, age classifier on its frozen trunk, evaluator."""
+import json
+import os
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from ipcgan_jax import checkpointing, classifiers, configlib, train
+from ipcgan_jax.models import AgeEvaluator, AlexNet
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def quick_config(task: str, **overrides):
+    config = configlib.apply_variant(configlib.classifier_defaults(task), "quick")
+    config.update_from_flattened_dict(overrides)
+    return config
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    """The three quick runs, in dependency order (the age classifier uses the trunk)."""
+    root = tmp_path_factory.mktemp("classifiers")
+    results = {}
+    for task in configlib.CLASSIFIER_TASKS:
+        config = quick_config(task)
+        if task == "age_classifier":
+            config.frozen.alexnet = "../alexnet_identity/export"
+        results[task] = train.train_and_evaluate(config, str(root / task))
+    return root, results
+
+
+def train_losses(workdir):
+    lines = [json.loads(l) for l in open(os.path.join(workdir, "metrics.jsonl"))]
+    return [l["train/loss"] for l in lines if "train/loss" in l]
+
+
+@pytest.mark.parametrize("task", configlib.CLASSIFIER_TASKS)
+def test_loss_falls(runs, task):
+    root, _ = runs
+    losses = train_losses(root / task)
+    assert len(losses) == quick_config(task).num_steps
+    assert np.mean(losses[-3:]) < np.mean(losses[:3]), losses
+
+
+def test_exports_have_the_contracted_layers(runs):
+    root, results = runs
+    identity, _ = checkpointing.load_variables(str(root / "alexnet_identity" / "export"))
+    assert set(identity) == {"params"}
+    assert set(identity["params"]) == {"conv1", "conv2", "conv3", "conv4", "conv5", "fc6", "fc7", "new_1", "new_2"}
+    config = quick_config("alexnet_identity")
+    assert identity["params"]["new_2"]["kernel"].shape[-1] == config.model.alexnet.num_identities
+    age, _ = checkpointing.load_variables(str(root / "age_classifier" / "export"))
+    assert set(age) == {"params"} and set(age["params"]) == {"age_fc6", "age_fc7", "age_fc8"}
+    assert age["params"]["age_fc8"]["kernel"].shape[-1] == 5
+    evaluator, metadata = checkpointing.load_variables(str(root / "age_evaluator" / "export"))
+    assert set(evaluator) == {"params", "batch_stats"}
+    assert metadata["architecture"]["image_size"] == quick_config("age_evaluator").model.evaluator.image_size
+    for task in configlib.CLASSIFIER_TASKS:
+        np.testing.assert_array_equal(
+            jax.tree.leaves(results[task].variables)[0],
+            jax.tree.leaves(checkpointing.load_variables(str(root / task / "export"))[0])[0])
+
+
+def test_exports_feed_the_gan(runs):
+    """The GAN's own loader accepts the identity and age exports (shapes of its config)."""
+    root, _ = runs
+    gan_config = configlib.apply_variant(configlib.gan_defaults(), "quick")
+    gan_config.frozen.alexnet = str(root / "alexnet_identity" / "export")
+    gan_config.frozen.age_classifier = str(root / "age_classifier" / "export")
+    params = train.load_frozen_alexnet(gan_config, str(root))
+    assert {"conv5", "new_2", "age_fc8"} <= set(params)
+
+
+def test_age_head_on_frozen_trunk_matches_alexnet(runs):
+    """The trained age head with its trunk, run through the plain AlexNet module (no
+    dropout), gives the predictions the report counted."""
+    root, results = runs
+    config = quick_config("age_classifier")
+    trunk, _ = checkpointing.load_variables(str(root / "alexnet_identity" / "export"))
+    age, _ = checkpointing.load_variables(str(root / "age_classifier" / "export"))
+    alexnet = AlexNet(**config.model.alexnet)
+    images = jax.random.uniform(jax.random.key(0), (3, 67, 67, 3), minval=-120, maxval=130)
+    expected = alexnet.apply({"params": {**trunk["params"], **age["params"]}}, images,
+                             outputs=("age_logits",))["age_logits"]
+    got = classifiers.age_head_logits(alexnet, trunk["params"], age["params"], images)
+    np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-5)
+    expected_identity = alexnet.apply({"params": trunk["params"]}, images,
+                                      outputs=("identity_logits",))["identity_logits"]
+    np.testing.assert_allclose(classifiers.alexnet_identity_logits(alexnet, trunk["params"], images),
+                               expected_identity, rtol=1e-5, atol=1e-5)
+
+
+def test_age_classifier_trains_only_the_head(runs):
+    root, _ = runs
+    trunk_before, _ = checkpointing.load_variables(str(root / "alexnet_identity" / "export"))
+    age, _ = checkpointing.load_variables(str(root / "age_classifier" / "export"))
+    assert not set(age["params"]) & set(trunk_before["params"])
+
+
+@pytest.mark.parametrize("task", configlib.CLASSIFIER_TASKS)
+def test_reports(runs, task):
+    root, results = runs
+    report = root / task / "report"
+    metrics = json.load(open(report / "metrics.json"))
+    confusion = json.load(open(report / "confusion_matrix.json"))
+    matrix = np.asarray(confusion["matrix"])
+    assert matrix.shape == (len(confusion["classes"]),) * 2
+    assert matrix.sum() == metrics["num_images"] == confusion["total"]
+    assert metrics["accuracy"] == pytest.approx(np.trace(matrix) / matrix.sum())
+    assert results[task].test_metrics["accuracy"] == pytest.approx(metrics["accuracy"])
+    if task != "alexnet_identity":
+        groups = np.arange(5)
+        mae = (matrix * np.abs(groups[:, None] - groups[None, :])).sum() / matrix.sum()
+        assert metrics["mae_groups"] == pytest.approx(mae)
+        assert len(confusion["classes"]) == 5
+    else:  # a held-out part of the training identities' images
+        assert "held-out" in metrics["test_split"]
+    from PIL import Image
+    picture = np.asarray(Image.open(report / "confusion_matrix.png"))
+    assert picture.ndim == 3 and picture.shape[0] > 50
+    lines = [json.loads(l) for l in open(root / task / "metrics.jsonl")]
+    assert any("eval/accuracy" in l for l in lines)
+
+
+def test_rerun_resumes_without_training_again(runs):
+    root, results = runs
+    workdir = root / "age_evaluator"
+    before = len(train_losses(workdir))
+    again = train.train_and_evaluate(quick_config("age_evaluator"), str(workdir))
+    assert len(train_losses(workdir)) == before
+    assert again.test_metrics == pytest.approx(results["age_evaluator"].test_metrics)
+
+
+def test_missing_trunk_fails_at_start_naming_the_command(tmp_path):
+    config = quick_config("age_classifier")
+    config.frozen.alexnet = str(tmp_path / "nowhere")
+    with pytest.raises(checkpointing.CheckpointError, match="configs/alexnet_identity.py"):
+        train.train_and_evaluate(config, str(tmp_path / "run"))
+    assert not os.path.exists(tmp_path / "run" / "checkpoints")
+
+
+def test_mismatched_trunk_fails_at_start_naming_the_command(runs, tmp_path):
+    root, _ = runs
+    config = quick_config("age_classifier")
+    config.frozen.alexnet = str(root / "alexnet_identity" / "export")
+    config.model.alexnet.conv_features = (8, 8, 8, 8, 16)
+    with pytest.raises(checkpointing.CheckpointError, match=r"conv5.*configs/alexnet_identity.py"):
+        train.train_and_evaluate(config, str(tmp_path / "run"))
+
+
+def test_evaluator_is_another_network_with_its_own_seed(runs):
+    root, _ = runs
+    module, variables, metadata = classifiers.load_age_evaluator(str(root / "age_evaluator" / "export"))
+    assert isinstance(module, AgeEvaluator)
+    alexnet_layers = {"conv1", "conv2", "conv3", "conv4", "conv5", "fc6", "fc7", "age_fc6", "age_fc7", "age_fc8"}
+    assert not set(variables["params"]) & alexnet_layers
+    seeds = {configlib.classifier_defaults(t).seed for t in configlib.CLASSIFIER_TASKS}
+    assert len(seeds) == 3 and metadata["seed"] == configlib.classifier_defaults("age_evaluator").seed
+
+
+def test_predict_age_groups_takes_uint8_faces_of_any_size(runs):
+    root, _ = runs
+    module, variables, _ = classifiers.load_age_evaluator(str(root / "age_evaluator" / "export"))
+    faces = np.random.default_rng(0).integers(0, 256, (2, 50, 50, 3), dtype=np.uint8)
+    logits = classifiers.predict_age_groups(module, variables, faces)
+    assert logits.shape == (2, 5)
+    # Independent scaling: resize with TF1 legacy bilinear in TF, then to [-1, 1].
+    import tensorflow as tf
+    resized = tf.compat.v1.image.resize_bilinear(faces.astype(np.float32), (module.image_size,) * 2).numpy()
+    expected = module.apply(variables, jnp.asarray(resized / 127.5 - 1.0), train=False)
+    np.testing.assert_allclose(logits, expected, rtol=1e-4, atol=1e-4)
+
+
+def test_per_image_holdout_keeps_every_identity_in_training():
+    identity = np.repeat(np.arange(6), [1, 2, 5, 10, 10, 3])
+    train_idx, holdout_idx = classifiers.per_image_holdout(identity, 0.2, seed=0)
+    assert sorted(np.concatenate([train_idx, holdout_idx]).tolist()) == list(range(identity.size))
+    assert set(identity[train_idx]) == set(range(6))
+    assert np.bincount(identity[holdout_idx], minlength=6).tolist() == [0, 0, 1, 2, 2, 1]
+
+
+def test_gan_variants_pretrain_the_three_networks_first():
+    for variant in ("quick", "demo"):
+        config = configlib.apply_variant(configlib.gan_defaults(), variant)
+        configlib.validate_config(config)
+        assert list(config.pretrain.keys()) == ["alexnet_identity", "age_classifier", "age_evaluator"]
+        assert config.frozen.alexnet == "alexnet_identity/export"
+        age = config.pretrain.age_classifier
+        assert age.frozen.alexnet == "../alexnet_identity/export"
+        assert age.model.alexnet == config.model.alexnet == config.pretrain.alexnet_identity.model.alexnet
+        for key in ("name", "num_identities", "images_per_identity", "size", "seed", "test_fraction",
+                    "alexnet_size", "train_split", "test_split"):
+            assert age.data[key] == config.data[key], key
+
+
+def test_bad_classifier_values_are_refused():
+    config = quick_config("age_evaluator")
+    config.optimizer.name = "adagrad"
+    with pytest.raises(configlib.ConfigError, match="optimizer.name"):
+        configlib.validate_config(config)
