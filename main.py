@@ -8,7 +8,7 @@ Rerunning the same command resumes from the latest checkpoint in --workdir. Conf
 fields can be overridden with --config.<field>=<value>. Multi-host runs call
 `jax.distributed.initialize()` first (--distributed, see launch/).
 """
-from absl import app, flags
+from absl import app, flags, logging
 from ml_collections import config_flags
 
 FLAGS = flags.FLAGS
@@ -21,6 +21,8 @@ flags.mark_flags_as_required(["config", "workdir"])
 
 def main(argv):
     del argv
+    if not FLAGS["verbosity"].present:  # keep the console to the progress bars and results
+        logging.set_verbosity(logging.WARNING)
     import jax
 
     if FLAGS.distributed:

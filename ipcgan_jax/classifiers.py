@@ -155,6 +155,10 @@ class _Task:
     apply: Callable[..., tuple[jax.Array, PyTree]]
     head_layers: tuple[str, ...] = ()
     frozen: PyTree = dataclasses.field(default_factory=dict)
+    # (params, images) -> age logits of an auxiliary age head trained with the network,
+    # weighted by `auxiliary_age_weight` (identity task only; see classifier_defaults).
+    auxiliary_age_logits: Callable[..., jax.Array] | None = None
+    auxiliary_age_weight: float = 0.0
 
 
 def _compute_dtype(config: ml_collections.ConfigDict):
@@ -179,9 +183,11 @@ def _identity_task(config: ml_collections.ConfigDict, classes: np.ndarray,
             f"the training split has {classes.size} identities but config key "
             f"'model.alexnet.num_identities' is {config.model.alexnet.num_identities}; raise it")
     rate = config.model.dropout_rate
+    age_weight = config.auxiliary_age_weight
+    outputs = ("identity_logits", "age_logits") if age_weight else ("identity_logits",)
 
     def init_variables(rng: jax.Array) -> dict:
-        params = dict(alexnet.init(rng, jnp.zeros((1, size, size, 3)), outputs=("identity_logits",))["params"])
+        params = dict(alexnet.init(rng, jnp.zeros((1, size, size, 3)), outputs=outputs)["params"])
         # Flax's initialisers assume unit-variance inputs; AlexNet sees 0..255 minus the
         # mean (std about 60), which without this makes the first logits huge.
         params["conv1"] = {**params["conv1"], "kernel": params["conv1"]["kernel"] / _PIXEL_STD}
@@ -197,8 +203,13 @@ def _identity_task(config: ml_collections.ConfigDict, classes: np.ndarray,
                                          dropout_rate=rate if rng is not None else 0.0, rng=rng)
         return logits, variables["batch_stats"]
 
+    def auxiliary_age_logits(params, images):
+        return alexnet.apply({"params": params}, images, outputs=("age_logits",))["age_logits"]
+
     return _Task(label="identity", image_size=size, class_names=class_names,
-                 init_variables=init_variables, apply=apply, head_layers=("new_1", "new_2"))
+                 init_variables=init_variables, apply=apply, head_layers=("new_1", "new_2"),
+                 auxiliary_age_logits=auxiliary_age_logits if age_weight else None,
+                 auxiliary_age_weight=age_weight)
 
 
 def _how_to_make_trunk(key: str) -> str:
@@ -378,14 +389,20 @@ def _make_train_step(task: _Task, optimizer: optax.GradientTransformation, seed:
             logits, batch_stats = task.apply({"params": params, "batch_stats": state.batch_stats},
                                              frozen, batch["image"], rng)
             loss = optax.softmax_cross_entropy_with_integer_labels(logits, batch["label"]).mean()
-            return loss, (logits, batch_stats)
+            age_loss = jnp.zeros(())
+            if task.auxiliary_age_logits is not None:
+                age_logits = task.auxiliary_age_logits(params, batch["image"]).astype(jnp.float32)
+                age_loss = optax.softmax_cross_entropy_with_integer_labels(age_logits, batch["age_group"]).mean()
+            return loss + task.auxiliary_age_weight * age_loss, (logits, batch_stats, age_loss)
 
-        (loss, (logits, batch_stats)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+        (loss, (logits, batch_stats, age_loss)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
         updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
         state = ClassifierState(step=state.step + 1, params=optax.apply_updates(state.params, updates),
                                 batch_stats=batch_stats, opt_state=opt_state)
         metrics = {"loss": loss, "accuracy": jnp.mean(jnp.argmax(logits, -1) == batch["label"]),
-                   "grad_norm": optax.global_norm(grads)}
+                   "grad_norm": optax.tree.norm(grads)}
+        if task.auxiliary_age_logits is not None:
+            metrics["auxiliary_age_loss"] = age_loss
         return state, metrics
 
     return train_step
@@ -489,6 +506,8 @@ def write_report(report_dir: str, metrics: dict, confusion: np.ndarray, class_na
 
 def _export_variables(config: ml_collections.ConfigDict, state: ClassifierState) -> PyTree:
     params = jax.tree.map(np.asarray, parallel.to_host(state.params))
+    if config.task == "alexnet_identity":  # without the auxiliary age head, if any
+        return {"params": {name: params[name] for name in IDENTITY_LAYERS}}
     if config.task != "age_evaluator":
         return {"params": params}
     variables = {"params": params}

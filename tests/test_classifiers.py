@@ -201,3 +201,18 @@ def test_bad_classifier_values_are_refused():
     config.optimizer.name = "adagrad"
     with pytest.raises(configlib.ConfigError, match="optimizer.name"):
         configlib.validate_config(config)
+
+
+def test_small_variants_train_the_trunk_with_an_auxiliary_age_term(runs):
+    """The synthetic trunk learns age features through an auxiliary age head that is not
+    exported; the CACD config keeps the original identity-only fine-tuning."""
+    root, _ = runs
+    assert configlib.classifier_defaults("alexnet_identity").auxiliary_age_weight == 0.0
+    assert quick_config("alexnet_identity").auxiliary_age_weight > 0
+    lines = [json.loads(l) for l in open(root / "alexnet_identity" / "metrics.jsonl")]
+    aux = [l["train/auxiliary_age_loss"] for l in lines if "train/auxiliary_age_loss" in l]
+    losses = [l["train/loss"] for l in lines if "train/loss" in l]
+    assert len(aux) == len(losses) > 0
+    assert all(total > a for total, a in zip(losses, aux)), "the total includes the identity term"
+    identity, _ = checkpointing.load_variables(str(root / "alexnet_identity" / "export"))
+    assert not any(name.startswith("age_") for name in identity["params"])

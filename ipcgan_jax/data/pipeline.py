@@ -385,7 +385,8 @@ class ClassifierPipeline:
 
     All images of the source in an order reshuffled every epoch (a function of
     (seed, epoch)); step s takes stream positions [s * B, (s + 1) * B) (this shard's rows).
-    Batch: image (k,A,A,3) float32 AlexNet scaling, label (k,) int32, step () int64.
+    Batch: image (k,A,A,3) float32 AlexNet scaling, label (k,) int32, age_group (k,) int32
+    (for auxiliary age terms), step () int64.
     Identity labels are contiguous (see `identity_classes`); pass the training split's
     `classes` when labelling another split.
     """
@@ -431,20 +432,21 @@ class ClassifierPipeline:
         index = self.stream.at(step * self.batch_size + self.rows)
         flips = (_flip_decisions(self.seed, step, 1, self.batch_size, self.rows)[0]
                  if self.flip else np.zeros(self.rows.size, bool))
-        return {"index": index, "label": self.labels[index], "flip": flips}
+        return {"index": index, "label": self.labels[index], "flip": flips,
+                "age_group": self.source.age_group[index].astype(np.int32)}
 
     def _plan_arrays(self, step: np.ndarray) -> tuple[np.ndarray, ...]:
         plan = self.plan_at(int(step))
-        return plan["index"], plan["flip"], plan["label"]
+        return plan["index"], plan["flip"], plan["label"], plan["age_group"]
 
     def _tensors_at(self, step: tf.Tensor) -> dict[str, tf.Tensor]:
-        indices, flips, labels = tf.numpy_function(
-            self._plan_arrays, [step], [tf.int64, tf.bool, tf.int32], stateful=False)
-        for vector in (indices, flips, labels):
+        indices, flips, labels, age_groups = tf.numpy_function(
+            self._plan_arrays, [step], [tf.int64, tf.bool, tf.int32, tf.int32], stateful=False)
+        for vector in (indices, flips, labels, age_groups):
             vector.set_shape([self.rows.size])
         images = _images_at(self.source, indices, flips if self.flip else None)
         return {"image": _to_mean_subtracted(images, self.image_size), "label": labels,
-                "step": tf.cast(step, tf.int64)}
+                "age_group": age_groups, "step": tf.cast(step, tf.int64)}
 
     def batch_at(self, step: int) -> dict[str, np.ndarray]:
         return {name: value.numpy()
