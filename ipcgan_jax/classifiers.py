@@ -608,20 +608,13 @@ def train_classifier(config: ml_collections.ConfigDict, workdir: str, *, devices
         os.path.join(workdir, "checkpoints"), keep_last=config.checkpoint.keep_last,
         keep_every=config.checkpoint.keep_every, async_save=config.checkpoint.async_save)
     replicated = parallel.replicated(mesh)
-    start_step = checkpointer.latest_step()
-    if start_step is None:
+    state, start_step = gan_train.restore_latest(checkpointer, lambda: init(jax.random.key(config.seed)), mesh)
+    if state is None:
         # Initialised on the host (the bvlc weights are host arrays), then replicated.
         state = parallel.replicate(init(jax.random.key(config.seed)), mesh)
-        start_step = 0
         writer.write_event(0, "started", task=config.task, devices=mesh.devices.size,
                            train_images=len(train_faces), test_images=len(test_faces))
     else:
-        abstract = jax.eval_shape(lambda: init(jax.random.key(config.seed)))
-        abstract = jax.tree.map(lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=replicated), abstract)
-        state, run_info = checkpointer.restore(start_step, abstract)
-        if run_info.get("next_step") != start_step:
-            raise checkpointing.CheckpointError(f"checkpoint {start_step} records data position "
-                                                f"{run_info.get('next_step')}, expected {start_step}")
         writer.write_event(start_step, "resumed")
 
     batch_sharding = parallel.batch_sharded(mesh)

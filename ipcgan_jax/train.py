@@ -114,6 +114,24 @@ def load_frozen_alexnet(config: ml_collections.ConfigDict, workdir: str) -> PyTr
     return {k: params[k] for k in template}
 
 
+# ----------------------------------------------------------------------------- resume
+def restore_latest(checkpointer: checkpointing.TrainCheckpointer, make_state, mesh) -> tuple[PyTree | None, int]:
+    """(state, step) of the latest complete checkpoint, restored replicated on `mesh` into
+    the shapes of `make_state()` (not run, only traced); (None, 0) when there is none.
+    The data position saved with it must be that step: the pipelines resume from it."""
+    step = checkpointer.latest_step()
+    if step is None:
+        return None, 0
+    replicated = parallel.replicated(mesh)
+    abstract = jax.tree.map(lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=replicated),
+                            jax.eval_shape(make_state))
+    state, run_info = checkpointer.restore(step, abstract)
+    if run_info.get("next_step") != step:
+        raise checkpointing.CheckpointError(
+            f"checkpoint {step} records data position {run_info.get('next_step')}, expected {step}")
+    return state, step
+
+
 # ----------------------------------------------------------------------------- preemption
 class _StopRequest:
     """Set by SIGTERM (cluster preemption) so the loop saves and exits cleanly."""
@@ -197,18 +215,11 @@ def train_gan(config: ml_collections.ConfigDict, workdir: str, *, devices=None) 
         keep_every=config.checkpoint.keep_every, async_save=config.checkpoint.async_save)
     replicated = parallel.replicated(mesh)
     init = jax.jit(lambda rng: gan.init_state(config, rng), out_shardings=replicated)
-    start_step = checkpointer.latest_step()
-    if start_step is None:
+    state, start_step = restore_latest(checkpointer, lambda: init(jax.random.key(config.seed)), mesh)
+    if state is None:
         state = init(jax.random.key(config.seed))
-        start_step = 0
         writer.write_event(0, "started", devices=mesh.devices.size, processes=jax.process_count())
     else:
-        abstract = jax.eval_shape(init, jax.random.key(config.seed))
-        abstract = jax.tree.map(lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=replicated), abstract)
-        state, run_info = checkpointer.restore(start_step, abstract)
-        if run_info.get("next_step") != start_step:
-            raise checkpointing.CheckpointError(f"checkpoint {start_step} records data position "
-                                                f"{run_info.get('next_step')}, expected {start_step}")
         writer.write_event(start_step, "resumed")
 
     # ---- compiled step and sampler
