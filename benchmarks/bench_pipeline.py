@@ -8,9 +8,12 @@ at 400x400 like the original's crops and scaled 400 -> 128 (and -> 227 for AlexN
     ("prealigned" config: JPEG 400x400 crops in array_record, the format the CACD builder
     writes), read by random access with JPEG decoding per image.
 
-Usage: python benchmarks/bench_pipeline.py [--steps 40] [--train-images-per-s X]
-With --train-images-per-s (a measured faithful training throughput, images/s of the
-train step), each result also says how many times faster the pipeline is than training.
+Usage: python benchmarks/bench_pipeline.py [--steps 40] [--train-steps 2]
+In the same run it also times the faithful training step at the same batch size on this
+machine (benchmarks/bench_step.py's JAX worker, in a subprocess after the pipeline
+measurements) and reports the images/s the step consumes (the same 3 * batch_size images
+per step) and how many times faster the pipeline delivers them (the goal is >= 10x).
+--train-images-per-s X uses a number measured elsewhere instead.
 """
 from __future__ import annotations
 
@@ -18,6 +21,7 @@ import argparse
 import csv
 import json
 import os
+import subprocess
 import sys
 import tempfile
 import time
@@ -88,6 +92,19 @@ def measure(source: FaceSource, *, batch_size: int, image_size: int, alexnet_siz
             "images_per_s": round(3 * batch_size * delivered / seconds, 1)}
 
 
+def time_training_step(batch_size: int, steps: int) -> dict:
+    """The faithful float32 step at `batch_size` on this machine (bench_step's JAX worker):
+    the images/s it consumes, counting its three image batches per step like the pipeline."""
+    script = os.path.join(os.path.dirname(os.path.abspath(__file__)), "bench_step.py")
+    command = [sys.executable, script, "--worker", "jax", "--batch", str(batch_size),
+               "--dtype", "float32", "--steps", str(steps), "--warmup", "1"]
+    output = subprocess.run(command, check=True, capture_output=True, text=True).stdout
+    step = json.loads(output.strip().splitlines()[-1])
+    return {"median_step_ms": step["median_ms"], "steps": steps,
+            "images_per_s": round(3 * batch_size / (step["median_ms"] / 1e3), 3),
+            "source": "benchmarks/bench_step.py --worker jax (same run)"}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -101,7 +118,8 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=5)
     parser.add_argument("--prefetch", type=int, default=2)
     parser.add_argument("--train-images-per-s", type=float, default=None,
-                        help="measured faithful training throughput (images/s) to compare with")
+                        help="images/s the training step consumes, measured elsewhere (skips timing it here)")
+    parser.add_argument("--train-steps", type=int, default=2, help="timed training steps (0: do not time)")
     args = parser.parse_args()
 
     faces = make_faces(args.identities, args.images_per_identity, args.stored_size, seed=0)
@@ -111,14 +129,18 @@ def main() -> None:
     results = {"in_memory": measure(FaceSource.from_arrays(faces, name="synthetic"), **settings)}
     with tempfile.TemporaryDirectory() as workdir:
         results["tfds_jpeg"] = measure(build_tfds_source(faces, workdir), **settings)
+    train = None
     if args.train_images_per_s:
+        train = {"images_per_s": args.train_images_per_s, "source": "--train-images-per-s"}
+    elif args.train_steps:
+        train = time_training_step(args.batch_size, args.train_steps)
+    if train:
         for result in results.values():
-            result["times_train_throughput"] = round(
-                result["images_per_s"] / args.train_images_per_s, 2)
+            result["times_train_throughput"] = round(result["images_per_s"] / train["images_per_s"], 2)
     report = {"batch_size": args.batch_size, "image_size": args.image_size,
               "alexnet_size": args.alexnet_size, "stored_size": args.stored_size,
               "num_images": int(len(faces["image"])), "cpu_count": os.cpu_count(),
-              "images_per_step": 3 * args.batch_size, "results": results}
+              "images_per_step": 3 * args.batch_size, "results": results, "train_step": train}
     print(json.dumps(report, indent=2))
 
 
