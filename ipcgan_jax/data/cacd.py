@@ -139,14 +139,8 @@ class Cacd(AlignedFaceBuilder):
             description="CACD2000 celebrity faces aligned and cropped as in IPCGAN (CVPR 2018).",
         )
 
-    def _split_generators(self, dl_manager: tfds.download.DownloadManager) -> dict[str, Any]:
-        manual_dir = epath.Path(dl_manager.manual_dir)
-        records = read_cacd_metadata(manual_dir / METADATA_FILE_NAME, manual_dir / IMAGE_FOLDER_NAME)
-        splits = self._split_records(records)
-        return {
-            name: self._generate_examples(split_records, name)
-            for name, split_records in splits.items()
-        }
+    def _read_records(self, manual_dir: epath.Path) -> list[FaceRecord]:
+        return read_cacd_metadata(manual_dir / METADATA_FILE_NAME, manual_dir / IMAGE_FOLDER_NAME)
 
     def _generate_examples(
         self, records: Sequence[FaceRecord], split_name: str

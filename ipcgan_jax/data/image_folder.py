@@ -158,6 +158,15 @@ class AlignedFaceBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True
             }
         )
 
+    def _read_records(self, manual_dir: epath.Path) -> list[FaceRecord]:
+        """Every record listed in the manual dir, in a deterministic order."""
+        raise NotImplementedError
+
+    def _split_generators(self, dl_manager: tfds.download.DownloadManager) -> dict[str, Any]:
+        splits = self._split_records(self._read_records(epath.Path(dl_manager.manual_dir)))
+        return {name: self._generate_examples(split_records, name)
+                for name, split_records in splits.items()}
+
     def _split_records(self, records: Sequence[FaceRecord]) -> dict[str, list[FaceRecord]]:
         config = self.builder_config
         split_by = config.split_by
@@ -314,13 +323,8 @@ class ImageFolder(AlignedFaceBuilder):
             description="Face images from a folder with a CSV of ages, aligned like IPCGAN's CACD crops.",
         )
 
-    def _split_generators(self, dl_manager: tfds.download.DownloadManager) -> dict[str, Any]:
-        records = read_csv_records(epath.Path(dl_manager.manual_dir) / self.builder_config.csv_name)
-        splits = self._split_records(records)
-        return {
-            name: self._generate_examples(split_records, name)
-            for name, split_records in splits.items()
-        }
+    def _read_records(self, manual_dir: epath.Path) -> list[FaceRecord]:
+        return read_csv_records(manual_dir / self.builder_config.csv_name)
 
     def _generate_examples(
         self, records: Sequence[FaceRecord], split_name: str

@@ -220,7 +220,24 @@ def _iterate(tensors_at_step: Callable[[tf.Tensor], dict], start_step: int, num_
     return dataset.prefetch(prefetch).as_numpy_iterator()
 
 
-class GanPipeline:
+class _StepPipeline:
+    """Batches that are pure functions of the step: subclasses define `_tensors_at`."""
+
+    def _tensors_at(self, step: tf.Tensor) -> dict[str, tf.Tensor]:
+        raise NotImplementedError
+
+    def batch_at(self, step: int) -> dict[str, np.ndarray]:
+        """The batch the iterator yields at `step`, computed on its own."""
+        return {name: value.numpy()
+                for name, value in self._tensors_at(tf.constant(step, tf.int64)).items()}
+
+    def batches(self, num_steps: int, start_step: int = 0, prefetch: int = 2) -> Iterator[dict]:
+        """Batches of steps start_step .. num_steps - 1, as numpy dicts."""
+        _check_steps(start_step, num_steps)
+        return _iterate(self._tensors_at, start_step, num_steps, prefetch)
+
+
+class GanPipeline(_StepPipeline):
     """GAN training batches of SPEC §6 for this process's shard (see module doc).
 
     A batch (k = batch_size / process_count rows, S = image_size, A = alexnet_size):
@@ -328,16 +345,6 @@ class GanPipeline:
             "step": tf.cast(step, tf.int64),
         }
 
-    def batch_at(self, step: int) -> dict[str, np.ndarray]:
-        """The batch the iterator yields at `step`, computed on its own."""
-        return {name: value.numpy()
-                for name, value in self._tensors_at(tf.constant(step, tf.int64)).items()}
-
-    def batches(self, num_steps: int, start_step: int = 0, prefetch: int = 2) -> Iterator[dict]:
-        """Batches of steps start_step .. num_steps - 1, as numpy dicts."""
-        _check_steps(start_step, num_steps)
-        return _iterate(self._tensors_at, start_step, num_steps, prefetch)
-
 
 def gan_batches(
     source: FaceSource,
@@ -380,7 +387,7 @@ def identity_labels(identity: np.ndarray, classes: np.ndarray) -> np.ndarray:
     return labels.astype(np.int32)
 
 
-class ClassifierPipeline:
+class ClassifierPipeline(_StepPipeline):
     """Batches for training the identity or age classifier on AlexNet-scaled images.
 
     All images of the source in an order reshuffled every epoch (a function of
@@ -447,14 +454,6 @@ class ClassifierPipeline:
         images = _images_at(self.source, indices, flips if self.flip else None)
         return {"image": _to_mean_subtracted(images, self.image_size), "label": labels,
                 "age_group": age_groups, "step": tf.cast(step, tf.int64)}
-
-    def batch_at(self, step: int) -> dict[str, np.ndarray]:
-        return {name: value.numpy()
-                for name, value in self._tensors_at(tf.constant(step, tf.int64)).items()}
-
-    def batches(self, num_steps: int, start_step: int = 0, prefetch: int = 2) -> Iterator[dict]:
-        _check_steps(start_step, num_steps)
-        return _iterate(self._tensors_at, start_step, num_steps, prefetch)
 
 
 def classifier_batches(
