@@ -18,7 +18,9 @@ samples.png. Metrics, per target group and overall:
   with its input: verification rate (descriptor distance < 0.6, dlib's same-person
   threshold), mean distance and mean cosine similarity.
 - FID between the outputs for a group and the real test faces of that group (and all
-  outputs vs all test faces), when `fid_feature_extractor` is set (`ipcgan_jax.fid`).
+  outputs vs all test faces): pytorch-fid's InceptionV3 features when
+  `fid_inception_weights` names its weights file, or any `fid_feature_extractor`
+  (`ipcgan_jax.fid`); skipped with a message when neither is set.
 - synthetic data only (data.name 'synthetic'): the ground truth exists. Each output is
   compared with the same identity rendered at the target group, (a) with the source
   photo's own nuisance (pose, light, background, noise: the exact counterfactual image)
@@ -56,7 +58,10 @@ def eval_defaults() -> ml_collections.ConfigDict:
     c.bn_mode = ""                # '' = inference default ('moving'); or 'moving' | 'single'
     c.evaluator = "age_evaluator/export"   # exported age evaluator, relative to the workdir
     c.identity_threshold = identity.VERIFICATION_THRESHOLD
-    c.fid_feature_extractor = ""  # 'package.module:factory' (ipcgan_jax.fid); '' = skip FID
+    # FID features: pytorch-fid's pt_inception-2015-12-05-6726825d.pth (or .npz), relative to the
+    # workdir; or, instead, an extractor 'package.module:factory' (ipcgan_jax.fid). Both '' = skip FID.
+    c.fid_inception_weights = ""
+    c.fid_feature_extractor = ""
     c.num_sample_faces = 8
     # Override the run's data settings ('' = as recorded in WORKDIR/config.json).
     c.data = ml_collections.ConfigDict(dict(name="", data_dir="", builder_config="", test_split=""))
@@ -69,10 +74,24 @@ def check_eval_config(config: ml_collections.ConfigDict) -> None:
               ("max_faces", config.max_faces >= 0, "must be >= 0 (0 = all)"),
               ("bn_mode", config.bn_mode in ("",) + inference.BN_MODES, f"must be '' or one of {inference.BN_MODES}"),
               ("identity_threshold", config.identity_threshold > 0, "must be > 0"),
-              ("num_sample_faces", config.num_sample_faces >= 0, "must be >= 0"))
+              ("num_sample_faces", config.num_sample_faces >= 0, "must be >= 0"),
+              ("fid_inception_weights", not (config.fid_inception_weights and config.fid_feature_extractor),
+               "and 'fid_feature_extractor' are alternatives: set at most one"))
     for key, ok, message in checks:
         if not ok:
             raise ConfigError(f"config key {key!r} {message}, got {config[key]!r}")
+
+
+def fid_weights_path(config: ml_collections.ConfigDict, workdir: str) -> str:
+    """The configured Inception weights file (relative to `workdir`, like `evaluator`), '' if
+    none; ConfigError if it does not exist, so a long evaluation never fails at its end."""
+    if not config.fid_inception_weights:
+        return ""
+    path = os.path.join(workdir, os.path.expanduser(config.fid_inception_weights))
+    if not os.path.isfile(path):
+        raise ConfigError(f"config key 'fid_inception_weights': no file at {path} (download pytorch-fid's "
+                          f"{fid.INCEPTION_WEIGHTS_FILE} from {fid.INCEPTION_WEIGHTS_URL})")
+    return path
 
 
 def fresh_output_dir(workdir: str, step: int) -> str:
@@ -171,6 +190,21 @@ def evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     from ipcgan_jax.data import sources  # TensorFlow is imported only here
 
     workdir = os.path.abspath(os.path.expanduser(workdir))
+    messages: list[str] = []
+    # FID set-up first: a wrong weights file or extractor fails before any work.
+    inception_weights = fid_weights_path(config, workdir)
+    extractor = None
+    if inception_weights:
+        extractor = fid.inception_extractor(inception_weights)
+        messages.append(f"FID on pytorch-fid's InceptionV3 pool3 features, weights {inception_weights}")
+    elif config.fid_feature_extractor:
+        extractor = fid.load_feature_extractor(config.fid_feature_extractor)
+        messages.append(f"FID on the features of fid_feature_extractor {config.fid_feature_extractor!r} "
+                        "(comparable only with FIDs from the same extractor)")
+    else:
+        messages.append(f"FID skipped: set fid_inception_weights to pytorch-fid's {fid.INCEPTION_WEIGHTS_FILE} "
+                        f"(download it from {fid.INCEPTION_WEIGHTS_URL}), or fid_feature_extractor to "
+                        "'package.module:factory' (see ipcgan_jax.fid)")
     loaded = inference.load_generator(workdir, step=config.step or None)
     run_config = loaded.run_config
     if run_config is None:
@@ -189,7 +223,6 @@ def evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     groups = ager.resolve_groups(None)
     labels = ager.group_labels(groups)
     num_groups = len(groups)
-    messages: list[str] = []
 
     age_judge = None
     evaluator_path = os.path.join(workdir, os.path.expanduser(config.evaluator)) if config.evaluator else ""
@@ -203,12 +236,6 @@ def evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
         if age_judge.num_groups != num_groups:
             raise ValueError(f"the age evaluator at {evaluator_path} has {age_judge.num_groups} groups, "
                              f"the generator {num_groups}")
-    extractor = None
-    if config.fid_feature_extractor:
-        extractor = fid.load_feature_extractor(config.fid_feature_extractor)
-    else:
-        messages.append("FID skipped: no feature extractor configured (set fid_feature_extractor to "
-                        "'package.module:factory' returning an InceptionV3 pool3 extractor; see ipcgan_jax.fid)")
     truth = None
     if data.name == "synthetic":
         truth = _SyntheticTruth(data, split, faces, ager.image_size)

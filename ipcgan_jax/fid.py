@@ -1,27 +1,33 @@
-"""Fréchet Inception Distance: the math here, the features from a pluggable extractor.
+"""Fréchet Inception Distance: the math, the standard InceptionV3 features, and a plug-in
+interface for other extractors.
 
 FID (Heusel et al. 2017) = |mu_a - mu_b|^2 + Tr(S_a + S_b - 2 (S_a S_b)^(1/2)) between
 Gaussians fitted to two sets of features, conventionally InceptionV3's 2048-d pool3
-output (pytorch-fid's `pt_inception-2015-12-05` weights, the TF FID graph). This project
-bundles no InceptionV3 (network nor weights). The evaluation takes any extractor through
-a documented interface:
+output. `inception_extractor(weights_path)` computes exactly pytorch-fid's features with a
+pure Flax port (`ipcgan_jax.models.inception`) from pytorch-fid's released weights
+`pt_inception-2015-12-05-6726825d.pth` (read without torch), which the user downloads:
+this project bundles no weights. The evaluation uses it when the config field
+`fid_inception_weights` names that file. Any other extractor plugs in instead through
 
   config field `fid_feature_extractor = "package.module:factory"`
   factory() -> extract(images: uint8 (N, H, W, 3) RGB) -> float (N, D) features
 
-e.g. with pytorch-fid installed, a factory returning
-  `lambda x: InceptionV3([3])(torch.from_numpy(x).permute(0, 3, 1, 2).float() / 255)[0]
-             .squeeze(-1).squeeze(-1).numpy()`
-gives the standard FID (wrap it in `torch.no_grad()`). Without one, FID is skipped and
-the report says so. Numbers from different extractors or image sizes are not comparable.
+Without either, FID is skipped and the report says so. Numbers from different extractors
+or image sizes are not comparable.
 """
 from __future__ import annotations
 
 import importlib
 from typing import Callable
 
+import jax
 import numpy as np
 import scipy.linalg
+
+from ipcgan_jax.models import inception
+
+INCEPTION_WEIGHTS_FILE = inception.WEIGHTS_FILE
+INCEPTION_WEIGHTS_URL = inception.WEIGHTS_URL
 
 FeatureExtractor = Callable[[np.ndarray], np.ndarray]
 
@@ -73,3 +79,29 @@ def load_feature_extractor(spec: str) -> FeatureExtractor:
     if not callable(extractor):
         raise ValueError(f"fid_feature_extractor {spec!r}: {factory_name}() did not return a callable")
     return extractor
+
+
+def inception_extractor(weights_path: str, batch_size: int = 50) -> FeatureExtractor:
+    """pytorch-fid's pool3 features: extract(uint8 (N, H, W, 3) RGB) -> float32 (N, 2048).
+
+    `weights_path`: pytorch-fid's `pt_inception-2015-12-05-6726825d.pth` (either
+    torch.save format) or an .npz with its keys. Images go through in batches of
+    `batch_size` (the last padded), so each image size compiles once."""
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    module = inception.FIDInceptionV3()
+    variables = jax.device_put(inception.load_inception_variables(weights_path))
+    features_of = jax.jit(module.apply)
+
+    def extract(images: np.ndarray) -> np.ndarray:
+        images = np.asarray(images)
+        if images.ndim != 4 or images.shape[-1] != 3:
+            raise ValueError(f"expected RGB images (N, H, W, 3), got shape {images.shape}")
+        features = []
+        for start in range(0, len(images), batch_size):
+            batch = images[start:start + batch_size]
+            padded = np.concatenate([batch, np.zeros((batch_size - len(batch),) + batch.shape[1:], batch.dtype)])
+            features.append(np.asarray(features_of(variables, padded))[:len(batch)])
+        return np.concatenate(features) if features else np.zeros((0, inception.FEATURES), np.float32)
+
+    return extract
