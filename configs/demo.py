@@ -5,10 +5,12 @@
 Runs the paper's code paths (configs/g75_conv5.py), only smaller: 64x64 faces, narrower
 networks, batch 16, 1,200 steps. It first trains its own small frozen networks into
 WORKDIR/alexnet_identity, WORKDIR/age_classifier and WORKDIR/age_evaluator, then the
-GAN. Measured on a shared 2-core CPU: 17.5 minutes in all; the age classifier reaches
-85% on held-out identities, but after 1,200 steps the generator does not yet age faces
-(README, "What the demo does"): its sample grids in WORKDIR/samples/ show the face's
-layout, not yet the face. Evaluate: python main.py --config=configs/eval.py --workdir=workdirs/demo
+GAN. Three settings differ from the paper's run, each for a failure measured at this
+scale (ipcgan_jax/configlib.py, apply_variant): target groups mixed within a batch, the
+identity loss on conv1, and age weight 15. Expect about 15 minutes on a 2-core CPU and
+sample grids in WORKDIR/samples/ whose hair greys and darkens toward 51+ from about step
+800; the faces stay blurred and noisy at this length (README, "What the demo does").
+Evaluate: python main.py --config=configs/eval.py --workdir=workdirs/demo
 """
 from configs import g75_conv5
 

@@ -9,7 +9,7 @@
 a new WORKDIR/eval/step_<N>/ (results.json, results.md, samples.png) and the table is
 printed. Expect per target group: the independent age evaluator's accuracy and mean
 estimated group, dlib's identity verification rate and cosine similarity, FID when
---config.fid_feature_extractor is set, and on the synthetic data the pixel errors
+--config.fid_inception_weights (pytorch-fid's .pth) is set, and on the synthetic data the pixel errors
 against the ground-truth aged face. The demo's test split (about 100 source faces)
 takes a few minutes on a CPU, mostly in dlib. See ipcgan_jax/evaluation.py.
 """

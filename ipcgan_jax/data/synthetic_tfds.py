@@ -19,7 +19,7 @@ import tensorflow_datasets as tfds
 from ipcgan_jax.data import synthetic
 
 AGE_GROUP_NAMES = ("11-20", "21-30", "31-40", "41-50", "51+")
-VERSION = "1.0.0"
+VERSION = "1.1.0"
 _RENDER_BATCH = 256
 
 
@@ -54,7 +54,8 @@ class SyntheticAging(tfds.core.GeneratorBasedBuilder):
     """Procedural faces with known identity and age group (see ipcgan_jax.data.synthetic)."""
 
     VERSION = tfds.core.Version(VERSION)
-    RELEASE_NOTES = {str(VERSION): "First release."}
+    RELEASE_NOTES = {"1.0.0": "First release.",
+                     "1.1.0": "Even steps between adjacent age groups (synthetic.AGE_ATTRIBUTES)."}
     BUILDER_CONFIGS = [
         SyntheticAgingConfig(name="default"),
         SyntheticAgingConfig(name="small_64", num_identities=200, images_per_identity=10, size=64),
