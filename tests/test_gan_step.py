@@ -88,3 +88,26 @@ def test_generator_statistics_update_twice_per_step(config, frozen):
     assert float(state.g_batch_stats["bn1"]["num_updates"]) == 4.0
     # D's statistics update in the D step only: 3 passes per step.
     assert float(state.d_batch_stats["dis_bn0"]["num_updates"]) == 6.0
+
+
+def test_one_group_per_batch_hides_the_condition_from_g_first_batchnorm():
+    """Why the demo mixes target groups (README, "What the demo does"): with one group per
+    batch the condition maps are constant over the batch, so the train-mode BN after G's
+    first conv subtracts them wherever the 7x7 kernel does not reach the zero padding
+    (what is left there comes from the border pixels shifting the batch statistics);
+    with mixed groups the same faces get condition-dependent activations everywhere."""
+    config = tiny_gan_config()
+    generator = gan.build_generator(config)
+    images = jax.random.normal(jax.random.key(0), (8, 32, 32, 3)) * 60.0
+    variables = generator.init(jax.random.key(1), images[:1], np.zeros(1, np.int32), train=True)
+
+    def first_bn_output(age_group):
+        _, state = generator.apply(variables, images, np.asarray(age_group, np.int32), train=True,
+                                   capture_intermediates=True, mutable=["intermediates", "batch_stats"])
+        return np.asarray(state["intermediates"]["bn1"]["__call__"][0])
+
+    interior = (slice(None), slice(3, -3), slice(3, -3))
+    one_group = np.abs(first_bn_output([0] * 8) - first_bn_output([4] * 8))
+    mixed = np.abs(first_bn_output([0, 1, 2, 3, 4, 0, 1, 2]) - first_bn_output([4, 3, 2, 1, 0, 4, 3, 2]))
+    assert one_group[interior].mean() < 0.25 * mixed[interior].mean()
+    assert one_group.max() > 3 * one_group[interior].max()  # the borders still see the condition
