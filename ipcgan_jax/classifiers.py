@@ -118,27 +118,36 @@ def _pool5(alexnet: AlexNet, params: PyTree, images: jax.Array) -> jax.Array:
     return pool5.reshape(pool5.shape[0], -1)
 
 
-def alexnet_identity_logits(alexnet: AlexNet, params: PyTree, images: jax.Array, *,
-                            dropout_rate: float = 0.0, rng: jax.Array | None = None) -> jax.Array:
-    """AlexNet's identity logits (new_2) with optional dropout after fc6 and fc7; without
-    dropout equal to `alexnet.apply(..., outputs=("identity_logits",))`."""
+def _identity_head(params: PyTree, pool5: jax.Array, dropout_rate: float, rng: jax.Array | None) -> jax.Array:
     rngs = jax.random.split(rng) if rng is not None else (None, None)
-    h = _pool5(alexnet, params, images)
+    h = pool5
     for name, layer_rng in zip(("fc6", "fc7"), rngs):
         h = _dropout(jax.nn.relu(_dense(params[name], h)), dropout_rate, layer_rng)
     h = jax.nn.relu(_dense(params["new_1"], h))
     return _dense(params["new_2"], h).astype(jnp.float32)
 
 
+def _age_head(params: PyTree, pool5: jax.Array, dropout_rate: float, rng: jax.Array | None) -> jax.Array:
+    rngs = jax.random.split(rng) if rng is not None else (None, None)
+    h = pool5
+    for name, layer_rng in zip(("age_fc6", "age_fc7"), rngs):
+        h = _dropout(jax.nn.relu(_dense(params[name], h)), dropout_rate, layer_rng)
+    return _dense(params["age_fc8"], h).astype(jnp.float32)
+
+
+def alexnet_identity_logits(alexnet: AlexNet, params: PyTree, images: jax.Array, *,
+                            dropout_rate: float = 0.0, rng: jax.Array | None = None) -> jax.Array:
+    """AlexNet's identity logits (new_2) with optional dropout after fc6 and fc7; without
+    dropout equal to `alexnet.apply(..., outputs=("identity_logits",))`."""
+    return _identity_head(params, _pool5(alexnet, params, images), dropout_rate, rng)
+
+
 def age_head_logits(alexnet: AlexNet, trunk_params: PyTree, head_params: PyTree, images: jax.Array, *,
                     dropout_rate: float = 0.0, rng: jax.Array | None = None) -> jax.Array:
     """Age logits of the age head on the frozen trunk (no gradient into the trunk); without
     dropout equal to `alexnet.apply(..., outputs=("age_logits",))`."""
-    rngs = jax.random.split(rng) if rng is not None else (None, None)
-    h = jax.lax.stop_gradient(_pool5(alexnet, trunk_params, images))
-    for name, layer_rng in zip(("age_fc6", "age_fc7"), rngs):
-        h = _dropout(jax.nn.relu(_dense(head_params[name], h)), dropout_rate, layer_rng)
-    return _dense(head_params["age_fc8"], h).astype(jnp.float32)
+    pool5 = jax.lax.stop_gradient(_pool5(alexnet, trunk_params, images))
+    return _age_head(head_params, pool5, dropout_rate, rng)
 
 
 # ----------------------------------------------------------------------------- tasks
@@ -151,13 +160,12 @@ class _Task:
     class_names: tuple[str, ...]
     init_variables: Callable[[jax.Array], dict]        # rng -> {"params", "batch_stats"}
     # (variables, frozen, images with AlexNet scaling, dropout rng or None for inference)
-    # -> (logits, updated batch_stats)
-    apply: Callable[..., tuple[jax.Array, PyTree]]
+    # -> (logits, updated batch_stats, auxiliary age logits or None). The auxiliary age
+    # head is trained with the network, weighted by `auxiliary_age_weight` (identity task
+    # only; see classifier_defaults); it shares the trunk's forward pass with the logits.
+    apply: Callable[..., tuple[jax.Array, PyTree, jax.Array | None]]
     head_layers: tuple[str, ...] = ()
     frozen: PyTree = dataclasses.field(default_factory=dict)
-    # (params, images) -> age logits of an auxiliary age head trained with the network,
-    # weighted by `auxiliary_age_weight` (identity task only; see classifier_defaults).
-    auxiliary_age_logits: Callable[..., jax.Array] | None = None
     auxiliary_age_weight: float = 0.0
 
 
@@ -186,8 +194,11 @@ def _identity_task(config: ml_collections.ConfigDict, classes: np.ndarray,
     age_weight = config.auxiliary_age_weight
     outputs = ("identity_logits", "age_logits") if age_weight else ("identity_logits",)
 
+    # Compiled: op by op, every initialiser would be compiled on its own (seconds each run).
+    init_network = jax.jit(lambda rng: alexnet.init(rng, jnp.zeros((1, size, size, 3)), outputs=outputs))
+
     def init_variables(rng: jax.Array) -> dict:
-        params = dict(alexnet.init(rng, jnp.zeros((1, size, size, 3)), outputs=outputs)["params"])
+        params = dict(init_network(rng)["params"])
         # Flax's initialisers assume unit-variance inputs; AlexNet sees 0..255 minus the
         # mean (std about 60), which without this makes the first logits huge.
         params["conv1"] = {**params["conv1"], "kernel": params["conv1"]["kernel"] / _PIXEL_STD}
@@ -199,16 +210,17 @@ def _identity_task(config: ml_collections.ConfigDict, classes: np.ndarray,
 
     def apply(variables, frozen, images, rng):
         del frozen
-        logits = alexnet_identity_logits(alexnet, variables["params"], images,
-                                         dropout_rate=rate if rng is not None else 0.0, rng=rng)
-        return logits, variables["batch_stats"]
-
-    def auxiliary_age_logits(params, images):
-        return alexnet.apply({"params": params}, images, outputs=("age_logits",))["age_logits"]
+        params = variables["params"]
+        dropout_rate = rate if rng is not None else 0.0
+        identity_rng, age_rng = jax.random.split(rng) if rng is not None else (None, None)
+        # One trunk pass for both heads: a second pass would double the backward pass.
+        pool5 = _pool5(alexnet, params, images)
+        logits = _identity_head(params, pool5, dropout_rate, identity_rng)
+        age_logits = _age_head(params, pool5, dropout_rate, age_rng) if age_weight else None
+        return logits, variables["batch_stats"], age_logits
 
     return _Task(label="identity", image_size=size, class_names=class_names,
                  init_variables=init_variables, apply=apply, head_layers=("new_1", "new_2"),
-                 auxiliary_age_logits=auxiliary_age_logits if age_weight else None,
                  auxiliary_age_weight=age_weight)
 
 
@@ -246,14 +258,16 @@ def _age_head_task(config: ml_collections.ConfigDict, trunk: PyTree) -> _Task:
     size = config.data.alexnet_size
     rate = config.model.dropout_rate
 
+    init_network = jax.jit(lambda rng: alexnet.init(rng, jnp.zeros((1, size, size, 3)), outputs=("age_logits",)))
+
     def init_variables(rng: jax.Array) -> dict:
-        params = alexnet.init(rng, jnp.zeros((1, size, size, 3)), outputs=("age_logits",))["params"]
+        params = init_network(rng)["params"]
         return {"params": {name: params[name] for name in AGE_HEAD_LAYERS}, "batch_stats": {}}
 
     def apply(variables, frozen, images, rng):
         logits = age_head_logits(alexnet, frozen, variables["params"], images,
                                  dropout_rate=rate if rng is not None else 0.0, rng=rng)
-        return logits, variables["batch_stats"]
+        return logits, variables["batch_stats"], None
 
     return _Task(label="age_group", image_size=size,
                  class_names=tuple(visualization.AGE_GROUP_LABELS[:config.model.alexnet.num_groups]),
@@ -265,8 +279,10 @@ def _evaluator_task(config: ml_collections.ConfigDict) -> _Task:
     size = evaluator.image_size
     mean = jnp.asarray(preprocessing.MEAN_RGB, jnp.float32)
 
+    init_network = jax.jit(lambda rng: evaluator.init(rng, jnp.zeros((1, size, size, 3)), train=False))
+
     def init_variables(rng: jax.Array) -> dict:
-        variables = evaluator.init(rng, jnp.zeros((1, size, size, 3)), train=False)
+        variables = init_network(rng)
         return {"params": variables["params"], "batch_stats": variables.get("batch_stats", {})}
 
     def apply(variables, frozen, images, rng):
@@ -275,9 +291,9 @@ def _evaluator_task(config: ml_collections.ConfigDict) -> _Task:
         # takes the same resized pixels in [-1, 1] (EVALUATOR_INPUT_SCALING).
         scaled = (images + mean) / 127.5 - 1.0
         if rng is None:
-            return evaluator.apply(variables, scaled, train=False), variables["batch_stats"]
+            return evaluator.apply(variables, scaled, train=False), variables["batch_stats"], None
         logits, updates = evaluator.apply(variables, scaled, train=True, mutable=["batch_stats"])
-        return logits, updates["batch_stats"]
+        return logits, updates["batch_stats"], None
 
     return _Task(label="age_group", image_size=size,
                  class_names=tuple(visualization.AGE_GROUP_LABELS[:config.model.evaluator.num_groups]),
@@ -386,12 +402,11 @@ def _make_train_step(task: _Task, optimizer: optax.GradientTransformation, seed:
         rng = jax.random.fold_in(jax.random.key(seed), state.step)
 
         def loss_fn(params):
-            logits, batch_stats = task.apply({"params": params, "batch_stats": state.batch_stats},
-                                             frozen, batch["image"], rng)
+            logits, batch_stats, age_logits = task.apply(
+                {"params": params, "batch_stats": state.batch_stats}, frozen, batch["image"], rng)
             loss = optax.softmax_cross_entropy_with_integer_labels(logits, batch["label"]).mean()
             age_loss = jnp.zeros(())
-            if task.auxiliary_age_logits is not None:
-                age_logits = task.auxiliary_age_logits(params, batch["image"]).astype(jnp.float32)
+            if age_logits is not None:
                 age_loss = optax.softmax_cross_entropy_with_integer_labels(age_logits, batch["age_group"]).mean()
             return loss + task.auxiliary_age_weight * age_loss, (logits, batch_stats, age_loss)
 
@@ -401,7 +416,7 @@ def _make_train_step(task: _Task, optimizer: optax.GradientTransformation, seed:
                                 batch_stats=batch_stats, opt_state=opt_state)
         metrics = {"loss": loss, "accuracy": jnp.mean(jnp.argmax(logits, -1) == batch["label"]),
                    "grad_norm": optax.tree.norm(grads)}
-        if task.auxiliary_age_logits is not None:
+        if task.auxiliary_age_weight:
             metrics["auxiliary_age_loss"] = age_loss
         return state, metrics
 
@@ -412,7 +427,7 @@ def _make_predict(task: _Task):
     num_classes = len(task.class_names)
 
     def predict(params: PyTree, batch_stats: PyTree, frozen: PyTree, images: jax.Array, labels: jax.Array):
-        logits, _ = task.apply({"params": params, "batch_stats": batch_stats}, frozen, images, None)
+        logits, _, _ = task.apply({"params": params, "batch_stats": batch_stats}, frozen, images, None)
         # Identity outputs beyond the training split's identities stand for nobody.
         logits = logits[:, :num_classes]
         return jnp.argmax(logits, -1), optax.softmax_cross_entropy_with_integer_labels(logits, labels)

@@ -216,3 +216,33 @@ def test_small_variants_train_the_trunk_with_an_auxiliary_age_term(runs):
     assert all(total > a for total, a in zip(losses, aux)), "the total includes the identity term"
     identity, _ = checkpointing.load_variables(str(root / "alexnet_identity" / "export"))
     assert not any(name.startswith("age_") for name in identity["params"])
+
+
+def test_identity_step_trains_both_heads_on_one_trunk_pass():
+    """The identity step's loss and gradient are those of identity CE + weight x age CE,
+    each computed by the plain AlexNet module (one independent forward per head)."""
+    import optax
+
+    config = quick_config("alexnet_identity")
+    weight = config.auxiliary_age_weight
+    task = classifiers._identity_task(config, np.arange(20), tuple(map(str, range(20))))
+    params = task.init_variables(jax.random.key(0))["params"]
+    size = config.data.alexnet_size
+    batch = {"image": jax.random.uniform(jax.random.key(1), (4, size, size, 3), minval=-120, maxval=130),
+             "label": jnp.array([0, 3, 7, 19]), "age_group": jnp.array([0, 1, 4, 2])}
+    alexnet = AlexNet(**config.model.alexnet)
+
+    def reference_loss(params):
+        identity = alexnet.apply({"params": params}, batch["image"], outputs=("identity_logits",))["identity_logits"]
+        age = alexnet.apply({"params": params}, batch["image"], outputs=("age_logits",))["age_logits"]
+        return (optax.softmax_cross_entropy_with_integer_labels(identity, batch["label"]).mean()
+                + weight * optax.softmax_cross_entropy_with_integer_labels(age, batch["age_group"]).mean())
+
+    state = classifiers.ClassifierState(step=jnp.zeros((), jnp.int32), params=params, batch_stats={},
+                                        opt_state=optax.sgd(1.0).init(params))
+    step = jax.jit(classifiers._make_train_step(task, optax.sgd(1.0), seed=0))
+    new_state, metrics = step(state, batch, {})
+    np.testing.assert_allclose(metrics["loss"], reference_loss(params), rtol=1e-5)
+    expected = jax.tree.map(lambda p, g: p - g, params, jax.grad(reference_loss)(params))
+    for name in ("conv1", "conv5", "new_2", "age_fc8"):
+        np.testing.assert_allclose(new_state.params[name]["kernel"], expected[name]["kernel"], rtol=1e-4, atol=1e-6)

@@ -11,6 +11,7 @@ import tensorflow as tf
 import tensorflow_datasets as tfds
 
 from ipcgan_jax import preprocessing
+from ipcgan_jax.data import sources
 from ipcgan_jax.data.pipeline import (
     ORDERED_PAIRS,
     ClassifierPipeline,
@@ -452,7 +453,10 @@ def test_from_tfds_reads_labels_and_images(tmp_path):
 def test_load_faces_synthetic_is_identity_disjoint(monkeypatch):
     import ipcgan_jax.data.synthetic as synthetic
 
+    calls = []
+
     def stand_in_make_dataset(num_identities, images_per_identity, *, size=128, seed=0):
+        calls.append((num_identities, images_per_identity, size, seed))
         count = num_identities * images_per_identity
         return {"image": np.zeros((count, size, size, 3), np.uint8),
                 "age": np.full(count, 30), "age_group": np.arange(count) % 5,
@@ -460,12 +464,15 @@ def test_load_faces_synthetic_is_identity_disjoint(monkeypatch):
 
     # Whatever synthetic.py provides, this test checks only the split made by load_faces.
     monkeypatch.setattr(synthetic, "make_dataset", stand_in_make_dataset, raising=False)
+    sources._synthetic_arrays.cache_clear()
     config = ml_collections.ConfigDict(dict(name="synthetic", num_identities=10,
                                             images_per_identity=5, size=8, seed=1,
                                             test_fraction=0.3))
     train, test = load_faces(config, "train"), load_faces(config, "test")
     assert len(train) == 35 and len(test) == 15
+    assert calls == [(10, 5, 8, 1)]  # both splits (and later runs in this process) share one rendering
     assert not set(train.identity.tolist()) & set(test.identity.tolist())
     assert train.images([0]).shape == (1, 8, 8, 3)
     with pytest.raises(ValueError, match="splits"):
         load_faces(config, "validation")
+    sources._synthetic_arrays.cache_clear()  # drop the stand-in's arrays

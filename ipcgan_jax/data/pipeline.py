@@ -217,7 +217,13 @@ def _iterate(tensors_at_step: Callable[[tf.Tensor], dict], start_step: int, num_
              prefetch: int) -> Iterator[dict]:
     dataset = tf.data.Dataset.range(start_step, num_steps).map(
         tensors_at_step, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
-    return dataset.prefetch(prefetch).as_numpy_iterator()
+    # Without the autotuner, AUTOTUNE maps run at the default parallelism (one call per
+    # core). With it, dropping an iterator after a run of minutes stalled 30-50 s (the
+    # iterator's destructor waits on the autotuner's thread), between every two runs
+    # of the demo; the training speed was the same either way.
+    options = tf.data.Options()
+    options.autotune.enabled = False
+    return dataset.prefetch(prefetch).with_options(options).as_numpy_iterator()
 
 
 class _StepPipeline:

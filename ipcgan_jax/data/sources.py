@@ -8,6 +8,7 @@ from memory for array sources, lazily from TFDS array_record files for built dat
 from __future__ import annotations
 
 import dataclasses
+import functools
 import importlib
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
@@ -263,6 +264,19 @@ def _optional_field(data_config: Any, field: str) -> str | None:
     return str(value) if value else None
 
 
+@functools.lru_cache(maxsize=1)
+def _synthetic_arrays(num_identities: int, images_per_identity: int, size: int, seed: int
+                      ) -> dict[str, np.ndarray]:
+    """The rendered synthetic set, read-only. Kept for the process because rendering takes
+    seconds per thousand faces and the demo's four runs and both splits read the same set."""
+    from ipcgan_jax.data.synthetic import make_dataset
+
+    arrays = make_dataset(num_identities, images_per_identity, size=size, seed=seed)
+    for value in arrays.values():
+        value.flags.writeable = False
+    return arrays
+
+
 def _load_synthetic(data_config: Any, split: str) -> FaceSource:
     if split not in ("train", "test"):
         raise ValueError(
@@ -272,9 +286,7 @@ def _load_synthetic(data_config: Any, split: str) -> FaceSource:
     size = int(_config_field(data_config, "size"))
     seed = int(_config_field(data_config, "seed"))
     test_fraction = float(_config_field(data_config, "test_fraction"))
-    from ipcgan_jax.data.synthetic import make_dataset
-
-    arrays = make_dataset(num_identities, images_per_identity, size=size, seed=seed)
+    arrays = _synthetic_arrays(num_identities, images_per_identity, size, seed)
     train, test = identity_disjoint_split(np.asarray(arrays["identity"]), test_fraction, seed)
     chosen = train if split == "train" else test
     return FaceSource.from_arrays(
