@@ -118,28 +118,28 @@ def _pool5(alexnet: AlexNet, params: PyTree, images: jax.Array) -> jax.Array:
     return pool5.reshape(pool5.shape[0], -1)
 
 
-def _identity_head(params: PyTree, pool5: jax.Array, dropout_rate: float, rng: jax.Array | None) -> jax.Array:
-    rngs = jax.random.split(rng) if rng is not None else (None, None)
-    h = pool5
-    for name, layer_rng in zip(("fc6", "fc7"), rngs):
-        h = _dropout(jax.nn.relu(_dense(params[name], h)), dropout_rate, layer_rng)
-    h = jax.nn.relu(_dense(params["new_1"], h))
-    return _dense(params["new_2"], h).astype(jnp.float32)
+# The heads on pool5: (ReLU layers with dropout while training, ReLU layers without, logits).
+_IDENTITY_HEAD = (("fc6", "fc7"), ("new_1",), "new_2")
+_AGE_HEAD = (("age_fc6", "age_fc7"), (), "age_fc8")
 
 
-def _age_head(params: PyTree, pool5: jax.Array, dropout_rate: float, rng: jax.Array | None) -> jax.Array:
-    rngs = jax.random.split(rng) if rng is not None else (None, None)
+def _head(params: PyTree, pool5: jax.Array, layers: tuple, dropout_rate: float,
+          rng: jax.Array | None) -> jax.Array:
+    dropped, plain, output = layers
+    rngs = jax.random.split(rng, len(dropped)) if rng is not None else (None,) * len(dropped)
     h = pool5
-    for name, layer_rng in zip(("age_fc6", "age_fc7"), rngs):
+    for name, layer_rng in zip(dropped, rngs):
         h = _dropout(jax.nn.relu(_dense(params[name], h)), dropout_rate, layer_rng)
-    return _dense(params["age_fc8"], h).astype(jnp.float32)
+    for name in plain:
+        h = jax.nn.relu(_dense(params[name], h))
+    return _dense(params[output], h).astype(jnp.float32)
 
 
 def alexnet_identity_logits(alexnet: AlexNet, params: PyTree, images: jax.Array, *,
                             dropout_rate: float = 0.0, rng: jax.Array | None = None) -> jax.Array:
     """AlexNet's identity logits (new_2) with optional dropout after fc6 and fc7; without
     dropout equal to `alexnet.apply(..., outputs=("identity_logits",))`."""
-    return _identity_head(params, _pool5(alexnet, params, images), dropout_rate, rng)
+    return _head(params, _pool5(alexnet, params, images), _IDENTITY_HEAD, dropout_rate, rng)
 
 
 def age_head_logits(alexnet: AlexNet, trunk_params: PyTree, head_params: PyTree, images: jax.Array, *,
@@ -147,7 +147,7 @@ def age_head_logits(alexnet: AlexNet, trunk_params: PyTree, head_params: PyTree,
     """Age logits of the age head on the frozen trunk (no gradient into the trunk); without
     dropout equal to `alexnet.apply(..., outputs=("age_logits",))`."""
     pool5 = jax.lax.stop_gradient(_pool5(alexnet, trunk_params, images))
-    return _age_head(head_params, pool5, dropout_rate, rng)
+    return _head(head_params, pool5, _AGE_HEAD, dropout_rate, rng)
 
 
 # ----------------------------------------------------------------------------- tasks
@@ -215,8 +215,8 @@ def _identity_task(config: ml_collections.ConfigDict, classes: np.ndarray,
         identity_rng, age_rng = jax.random.split(rng) if rng is not None else (None, None)
         # One trunk pass for both heads: a second pass would double the backward pass.
         pool5 = _pool5(alexnet, params, images)
-        logits = _identity_head(params, pool5, dropout_rate, identity_rng)
-        age_logits = _age_head(params, pool5, dropout_rate, age_rng) if age_weight else None
+        logits = _head(params, pool5, _IDENTITY_HEAD, dropout_rate, identity_rng)
+        age_logits = _head(params, pool5, _AGE_HEAD, dropout_rate, age_rng) if age_weight else None
         return logits, variables["batch_stats"], age_logits
 
     return _Task(label="identity", image_size=size, class_names=class_names,
