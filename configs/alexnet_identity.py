@@ -15,7 +15,7 @@ settings are the usual AlexNet ones and were not run here (no CACD images in thi
 repository), so no accuracy is claimed for them.
 
 Variants: ':quick' (tests, seconds on tiny synthetic faces) and ':demo' (the demo's
-synthetic faces and network sizes, under a minute on a 2-core CPU).
+synthetic faces and network sizes, about three minutes on a 2-core CPU).
 """
 from ipcgan_jax import configlib
 
