@@ -357,8 +357,8 @@ def apply_variant(config: ml_collections.ConfigDict, variant: str) -> ml_collect
         #   accuracy 2.8%, chance 0.5%), so its conv5 carries age more than identity: for
         #   group-0 faces conv5 moves 2.5x further (squared distance 9,456 vs 3,828) when
         #   the same face is aged to 51+ than when another face is drawn, so a conv5
-        #   identity loss fights the ageing. conv1 keeps the face's layout and colours, so the identity
-        #   term anchors G to its input.
+        #   identity loss fights the ageing. conv1 keeps the face's layout and colours,
+        #   so the identity term anchors G to its input.
         config.loss.feature_layer = "conv1"
         config.loss.feature_weight = 2e-5
         # - The small age classifier's gradients are noisy: at the paper's 30 they tore the
