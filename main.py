@@ -8,29 +8,38 @@ Rerunning the same command resumes from the latest checkpoint in --workdir. Conf
 fields can be overridden with --config.<field>=<value>. Multi-host runs call
 `jax.distributed.initialize()` first (--distributed, see launch/).
 """
+import jax
 from absl import app, flags, logging
 from ml_collections import config_flags
 
+from ipcgan_jax import configlib
+from ipcgan_jax.tasks import train_and_evaluate
+
 FLAGS = flags.FLAGS
-config_flags.DEFINE_config_file("config", None, "Path to a config file (optionally path:variant).",
+config_flags.DEFINE_config_file("config", None, "Path to a config file (optionally path:argument).",
                                 lock_config=True)
 flags.DEFINE_string("workdir", None, "Directory for checkpoints, logs and samples (resumes if it holds a run).")
 flags.DEFINE_bool("distributed", False, "Call jax.distributed.initialize() (multi-host clusters, SLURM, TPU pods).")
 flags.mark_flags_as_required(["config", "workdir"])
 
 
+def parse_flags(argv: list[str]) -> list[str]:
+    """absl's parsing; an override of a key the config lacks (a typo) is refused naming the key."""
+    try:
+        configlib.check_override_keys(argv)
+    except configlib.ConfigError as error:
+        raise SystemExit(f"FATAL Flags parsing error: {error}") from None
+    return app.parse_flags_with_usage(argv)
+
+
 def main(argv):
     del argv
     if not FLAGS["verbosity"].present:  # keep the console to the progress bars and results
         logging.set_verbosity(logging.WARNING)
-    import jax
-
     if FLAGS.distributed:
         jax.distributed.initialize()
-    from ipcgan_jax.train import train_and_evaluate
-
     train_and_evaluate(FLAGS.config, FLAGS.workdir)
 
 
 if __name__ == "__main__":
-    app.run(main)
+    app.run(main, flags_parser=parse_flags)

@@ -19,6 +19,7 @@ import statistics
 import subprocess
 import sys
 import time
+from json_report import print_report  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -33,7 +34,8 @@ def run_worker(args) -> dict:
     sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
     from bench_step import make_step_inputs
 
-    config = configlib.apply_variant(configlib.gan_defaults(), args.variant)
+    variant = f":{args.variant}" if args.variant else ""
+    config = configlib.load_config_file(os.path.join(ROOT, "configs", "g75_conv5.py") + variant)
     config.batch_size = args.batch
     devices = jax.devices()
     mesh = parallel.make_mesh(devices)
@@ -105,11 +107,7 @@ def main(argv: list[str] | None = None) -> int:
         if base and "median_ms" in r:
             r["throughput_vs_1_device"] = round(base["median_ms"] / r["median_ms"], 3)
     report["load_avg_end"] = [round(x, 2) for x in os.getloadavg()]
-    text = json.dumps(report, indent=1)
-    print(text)
-    if args.json:
-        with open(args.json, "w") as fh:
-            fh.write(text + "\n")
+    print_report(report, args.json, indent=1)
     return 0
 
 

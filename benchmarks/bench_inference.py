@@ -15,22 +15,21 @@ Usage: python benchmarks/bench_inference.py [--faces 8] [--repeats 5] [--dtype f
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import statistics
 import sys
 import time
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
 
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 
 from ipcgan_jax import configlib, gan  # noqa: E402
-from ipcgan_jax.preprocessing import MEAN_RGB  # noqa: E402
-
-NUM_GROUPS = 5
+from ipcgan_jax.constants import CAFFE_MEAN_BGR, NUM_AGE_GROUPS  # noqa: E402
+from json_report import print_report  # noqa: E402
 
 
 def _time_calls(fn, repeats: int) -> list[float]:
@@ -51,18 +50,18 @@ def _stats_ms(times: list[float], per: int) -> dict:
 
 
 def run(faces: int, repeats: int, dtype: str, deconv_impl: str | None, seed: int) -> dict:
-    config = configlib.gan_defaults()
+    config = configlib.load_config_file(os.path.join(ROOT, "configs", "g75_conv5.py"))
     config.compute_dtype = dtype
     if deconv_impl:
         config.model.generator.deconv_impl = deconv_impl
     size = config.data.image_size
     rng = np.random.default_rng(seed)
-    images = jnp.asarray(rng.uniform(0, 255, (faces, size, size, 3)) - np.asarray(MEAN_RGB), jnp.float32)
+    images = jnp.asarray(rng.uniform(0, 255, (faces, size, size, 3)) - np.asarray(CAFFE_MEAN_BGR), jnp.float32)
     state = gan.init_state(config, jax.random.key(seed))
     # Moving statistics from training-mode passes, so test mode normalises sensibly.
     generator = gan.build_generator(config)
     stats = state.g_batch_stats
-    for group in range(NUM_GROUPS):
+    for group in range(NUM_AGE_GROUPS):
         _, new = generator.apply({"params": state.g_params, "batch_stats": stats}, images,
                                  jnp.full((faces,), group), train=True, mutable=["batch_stats"])
         stats = new["batch_stats"]
@@ -73,31 +72,31 @@ def run(faces: int, repeats: int, dtype: str, deconv_impl: str | None, seed: int
     start = time.perf_counter()
     single_compiled = single.lower(variables, images[:1], jnp.zeros((1,), jnp.int32)).compile()
     compile_single_s = time.perf_counter() - start
-    groups = [jnp.full((1,), g, jnp.int32) for g in range(NUM_GROUPS)]
+    groups = [jnp.full((1,), g, jnp.int32) for g in range(NUM_AGE_GROUPS)]
 
     def one_face():
         return [single_compiled(variables, images[:1], g) for g in groups]
 
-    pair_images = jnp.repeat(images, NUM_GROUPS, axis=0)[:, None]            # (F*5, 1, H, W, 3)
-    pair_groups = jnp.tile(jnp.arange(NUM_GROUPS, dtype=jnp.int32), faces)[:, None]  # (F*5, 1)
+    pair_images = jnp.repeat(images, NUM_AGE_GROUPS, axis=0)[:, None]            # (F*5, 1, H, W, 3)
+    pair_groups = jnp.tile(jnp.arange(NUM_AGE_GROUPS, dtype=jnp.int32), faces)[:, None]  # (F*5, 1)
     batched = jax.jit(jax.vmap(generate, in_axes=(None, 0, 0)))
     start = time.perf_counter()
     batched_compiled = batched.lower(variables, pair_images, pair_groups).compile()
     compile_batched_s = time.perf_counter() - start
 
     out_single = np.stack([np.asarray(y[0]) for y in one_face()])
-    out_batched = np.asarray(batched_compiled(variables, pair_images, pair_groups))[:NUM_GROUPS, 0]
+    out_batched = np.asarray(batched_compiled(variables, pair_images, pair_groups))[:NUM_AGE_GROUPS, 0]
     cost = batched_compiled.cost_analysis()
     cost = cost[0] if isinstance(cost, (list, tuple)) else cost
     result = {
-        "dtype": dtype, "faces": faces, "groups_per_face": NUM_GROUPS, "repeats": repeats,
+        "dtype": dtype, "faces": faces, "groups_per_face": NUM_AGE_GROUPS, "repeats": repeats,
         "deconv_impl": config.model.generator.get("deconv_impl", "default"),
         "load_avg": [round(x, 2) for x in os.getloadavg()], "jax": jax.__version__,
         "device": jax.devices()[0].device_kind,
         "batch1": dict(_stats_ms(_time_calls(one_face, repeats), 1), compile_s=round(compile_single_s, 2)),
         "batched": dict(_stats_ms(_time_calls(lambda: batched_compiled(variables, pair_images, pair_groups),
                                               repeats), faces),
-                        compile_s=round(compile_batched_s, 2), pairs_per_call=faces * NUM_GROUPS),
+                        compile_s=round(compile_batched_s, 2), pairs_per_call=faces * NUM_AGE_GROUPS),
         "gflop_per_face": round(float(cost.get("flops", float("nan"))) / faces / 1e9, 3),
         "max_abs_diff_vs_batch1": float(np.max(np.abs(out_single - out_batched))),
     }
@@ -114,11 +113,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", default=None)
     args = parser.parse_args(argv)
     result = run(args.faces, args.repeats, args.dtype, args.deconv_impl, args.seed)
-    text = json.dumps(result)
-    print(text)
-    if args.json:
-        with open(args.json, "w") as fh:
-            fh.write(text + "\n")
+    print_report(result, args.json, indent=None)
     return 0
 
 

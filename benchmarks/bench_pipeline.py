@@ -1,4 +1,4 @@
-"""Throughput of the GAN input pipeline (ipcgan_jax.data.pipeline), printed as JSON.
+"""Throughput of the GAN input pipeline (ipcgan_jax.data.batches, either backend), printed as JSON.
 
 Images/s counts every image the pipeline delivers: three batches per step (D sources,
 G sources, real images), so 3 * batch_size per step. Two sources, both with faces stored
@@ -8,7 +8,7 @@ at 400x400 like the original's crops and scaled 400 -> 128 (and -> 227 for AlexN
     ("prealigned" config: JPEG 400x400 crops in array_record, the format the CACD builder
     writes), read by random access with JPEG decoding per image.
 
-Usage: python benchmarks/bench_pipeline.py [--steps 40] [--train-steps 2]
+Usage: python benchmarks/bench_pipeline.py [--steps 40] [--train-steps 2] [--backend numpy]
 In the same run it also times the faithful training step at the same batch size on this
 machine (benchmarks/bench_step.py's JAX worker, in a subprocess after the pipeline
 measurements) and reports the images/s the step consumes (the same 3 * batch_size images
@@ -31,7 +31,9 @@ from PIL import Image
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from ipcgan_jax.data.pipeline import GanPipeline  # noqa: E402
+from ipcgan_jax.constants import DATA_BACKENDS  # noqa: E402
+from ipcgan_jax.data.batches import backend_batches  # noqa: E402
+from ipcgan_jax.data.plan import GanPlan  # noqa: E402
 from ipcgan_jax.data.sources import FaceSource  # noqa: E402
 
 AGE_OF_GROUP = (15, 25, 35, 45, 55)
@@ -77,10 +79,10 @@ def build_tfds_source(faces: dict, workdir: str) -> FaceSource:
     return FaceSource.from_tfds(ImageFolder, "train", data_dir, "prealigned")
 
 
-def measure(source: FaceSource, *, batch_size: int, image_size: int, alexnet_size: int,
-            steps: int, warmup: int, prefetch: int) -> dict:
-    pipeline = GanPipeline(source, batch_size=batch_size, seed=0, image_size=image_size,
-                           alexnet_size=alexnet_size)
+def measure(source: FaceSource, *, backend: str, batch_size: int, image_size: int,
+            alexnet_size: int, steps: int, warmup: int, prefetch: int) -> dict:
+    pipeline = backend_batches(GanPlan(source, batch_size=batch_size, seed=0, image_size=image_size,
+                                       alexnet_size=alexnet_size), backend)
     batches = pipeline.batches(num_steps=warmup + steps, prefetch=prefetch)
     for _ in range(warmup):
         next(batches)
@@ -108,6 +110,7 @@ def time_training_step(batch_size: int, steps: int) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--backend", choices=DATA_BACKENDS, default="tfdata", help="input backend")
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--image-size", type=int, default=128)
     parser.add_argument("--alexnet-size", type=int, default=227)
@@ -123,7 +126,7 @@ def main() -> None:
     args = parser.parse_args()
 
     faces = make_faces(args.identities, args.images_per_identity, args.stored_size, seed=0)
-    settings = dict(batch_size=args.batch_size, image_size=args.image_size,
+    settings = dict(backend=args.backend, batch_size=args.batch_size, image_size=args.image_size,
                     alexnet_size=args.alexnet_size, steps=args.steps, warmup=args.warmup,
                     prefetch=args.prefetch)
     results = {"in_memory": measure(FaceSource.from_arrays(faces, name="synthetic"), **settings)}
@@ -137,7 +140,7 @@ def main() -> None:
     if train:
         for result in results.values():
             result["times_train_throughput"] = round(result["images_per_s"] / train["images_per_s"], 2)
-    report = {"batch_size": args.batch_size, "image_size": args.image_size,
+    report = {"backend": args.backend, "batch_size": args.batch_size, "image_size": args.image_size,
               "alexnet_size": args.alexnet_size, "stored_size": args.stored_size,
               "num_images": int(len(faces["image"])), "cpu_count": os.cpu_count(),
               "images_per_step": 3 * args.batch_size, "results": results, "train_step": train}

@@ -32,10 +32,12 @@ import sys
 import tempfile
 import time
 
+from ipcgan_jax.constants import CAFFE_MEAN_BGR
+from json_report import print_report  # noqa: E402
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DEFAULT_TORCH_PYTHON = "/tmp/torch_venv/bin/python"
 DEFAULT_TORCH_SCRIPT = os.path.join(os.path.dirname(ROOT), "shared", "bench", "torch_reference.py")
-MEAN_RGB = (104.0, 117.0, 124.0)
 
 
 # ----------------------------------------------------------------------------- machine
@@ -90,7 +92,7 @@ def make_step_inputs(config, seed: int, pool_size: int = 3):
 
     rng = np.random.default_rng(seed)
     n, size, alex = config.batch_size, config.data.image_size, config.data.alexnet_size
-    mean = np.asarray(MEAN_RGB, np.float32)
+    mean = np.asarray(CAFFE_MEAN_BGR, np.float32)
     pool = []
     for _ in range(pool_size):
         pool.append(jax.device_put({
@@ -109,7 +111,7 @@ def make_step_inputs(config, seed: int, pool_size: int = 3):
 def faithful_config(batch: int, dtype: str, deconv_impl: str | None):
     from ipcgan_jax import configlib
 
-    config = configlib.gan_defaults()
+    config = configlib.load_config_file(os.path.join(ROOT, "configs", "g75_conv5.py"))
     config.batch_size = batch
     config.compute_dtype = dtype
     if deconv_impl:
@@ -291,11 +293,7 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(result), flush=True)
         return 0 if "error" not in result else 1
     report = run_comparison(args)
-    text = json.dumps(report, indent=1)
-    print(text)
-    if args.json:
-        with open(args.json, "w") as fh:
-            fh.write(text + "\n")
+    print_report(report, args.json, indent=1)
     return 0
 
 

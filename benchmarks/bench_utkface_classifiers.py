@@ -7,7 +7,7 @@ The faces (200x200 aligned crops, labels.csv's age_group) are loaded into an in-
 FaceSource with a seeded 80/20 per-image split (UTKFace has no identities, so the split
 cannot be identity-disjoint). Both networks use the demo variant's sizes and settings
 (configs/age_classifier.py:demo, configs/age_evaluator.py:demo), trained through
-`ipcgan_jax.classifiers.train_classifier` on these faces.
+`ipcgan_jax.classifiers.train.train_classifier` on these faces.
 
 Trunk of the age classifier: UTKFace has no identity labels, so no identity trunk can be
 trained on it. The benchmark uses the demo's own trunk: configs/alexnet_identity.py:demo
@@ -27,10 +27,14 @@ import time
 import numpy as np
 from PIL import Image
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
 
-from ipcgan_jax import classifiers, configlib  # noqa: E402
+from ipcgan_jax import configlib  # noqa: E402
+from ipcgan_jax.classifiers import reports  # noqa: E402
+from ipcgan_jax.classifiers.train import train_classifier  # noqa: E402
 from ipcgan_jax.data.sources import FaceSource  # noqa: E402
+from ipcgan_jax.runlib.workdir import has_export  # noqa: E402
 
 
 def load_utkface(data_dir: str, test_fraction: float, seed: int) -> tuple[FaceSource, FaceSource]:
@@ -64,15 +68,15 @@ def main() -> None:
                "load_s": round(load_s, 1)}
 
     trunk_dir = os.path.join(args.workdir, "alexnet_identity")
-    trunk_config = configlib.apply_variant(configlib.classifier_defaults("alexnet_identity"), "demo")
-    if not os.path.isdir(os.path.join(trunk_dir, classifiers.EXPORT_DIR)):
+    trunk_config = configlib.load_config_file(os.path.join(ROOT, "configs", "alexnet_identity.py:demo"))
+    if not has_export(trunk_dir):
         start = time.perf_counter()
-        trunk = classifiers.train_classifier(trunk_config, trunk_dir)
+        trunk = train_classifier(trunk_config, trunk_dir)
         results["trunk"] = {"data": "synthetic demo faces", "train_s": round(time.perf_counter() - start, 1),
                             "identity_accuracy_held_out": trunk.test_metrics["accuracy"]}
 
     for task, steps in (("age_classifier", args.age_steps), ("age_evaluator", args.evaluator_steps)):
-        config = configlib.apply_variant(configlib.classifier_defaults(task), "demo")
+        config = configlib.load_config_file(os.path.join(ROOT, "configs", f"{task}.py:demo"))
         config.data.name = "utkface_dev"  # recorded only: the faces are passed in
         if steps:
             config.num_steps = steps
@@ -80,13 +84,13 @@ def main() -> None:
         if task == "age_classifier":
             config.frozen.alexnet = "../alexnet_identity/export"
         start = time.perf_counter()
-        run = classifiers.train_classifier(config, os.path.join(args.workdir, task),
+        run = train_classifier(config, os.path.join(args.workdir, task),
                                            faces=(train_faces, test_faces))
         results[task] = {"test_accuracy": run.test_metrics["accuracy"],
                          "test_mae_groups": run.test_metrics["mae_groups"],
                          "num_steps": config.num_steps, "batch_size": config.batch_size,
                          "train_s": round(time.perf_counter() - start, 1),
-                         "report": os.path.join(args.workdir, task, classifiers.REPORT_DIR)}
+                         "report": os.path.join(args.workdir, task, reports.REPORT_DIR)}
     results["chance_accuracy"] = float(np.bincount(test_faces.age_group).max() / len(test_faces))
     print(json.dumps(results, indent=2))
 

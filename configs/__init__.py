@@ -1,1 +1,1 @@
-"""Config files: `python main.py --config=configs/<name>.py[:variant]`."""
+"""Config files: `python main.py --config=configs/<name>.py[:argument]`; defaults.py holds the values."""

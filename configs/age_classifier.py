@@ -16,8 +16,11 @@ synthetic data's accuracy.
 
 Variants: ':quick' (tests) and ':demo' (synthetic faces; 96% test accuracy in the demo run, README).
 """
-from ipcgan_jax import configlib
+import ml_collections
+
+from configs import defaults
 
 
-def get_config(variant: str = ""):
-    return configlib.apply_variant(configlib.classifier_defaults("age_classifier"), variant)
+def get_config(variant: str = "") -> ml_collections.ConfigDict:
+    """variant: '' (CACD, full size), 'quick' or 'demo' (configs/defaults.py)."""
+    return defaults.classifier("age_classifier", variant)

@@ -10,13 +10,16 @@ itself. CACD training split, random flips, SGD momentum 0.9, learning rate 0.1 w
 decay, weight decay 5e-4, batch 128, 30,000 steps. Reports test-split accuracy, mean
 absolute error in groups and a confusion matrix in WORKDIR/report, and writes
 WORKDIR/export with its architecture in the metadata
-(`ipcgan_jax.classifiers.load_age_evaluator`). Not run here on CACD (no images in this
+(`ipcgan_jax.age_evaluator.load_age_evaluator`). Not run here on CACD (no images in this
 repository).
 
 Variants: ':quick' (tests) and ':demo' (synthetic faces).
 """
-from ipcgan_jax import configlib
+import ml_collections
+
+from configs import defaults
 
 
-def get_config(variant: str = ""):
-    return configlib.apply_variant(configlib.classifier_defaults("age_evaluator"), variant)
+def get_config(variant: str = "") -> ml_collections.ConfigDict:
+    """variant: '' (CACD, full size), 'quick' or 'demo' (configs/defaults.py)."""
+    return defaults.classifier("age_evaluator", variant)

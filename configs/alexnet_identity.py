@@ -17,8 +17,11 @@ repository), so no accuracy is claimed for them.
 Variants: ':quick' (tests, seconds on tiny synthetic faces) and ':demo' (the demo's
 synthetic faces and network sizes, about three minutes on a 2-core CPU).
 """
-from ipcgan_jax import configlib
+import ml_collections
+
+from configs import defaults
 
 
-def get_config(variant: str = ""):
-    return configlib.apply_variant(configlib.classifier_defaults("alexnet_identity"), variant)
+def get_config(variant: str = "") -> ml_collections.ConfigDict:
+    """variant: '' (CACD, full size), 'quick' or 'demo' (configs/defaults.py)."""
+    return defaults.classifier("alexnet_identity", variant)

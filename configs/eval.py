@@ -12,12 +12,15 @@ estimated group, dlib's identity verification rate and cosine similarity, FID wh
 --config.fid_inception_weights (pytorch-fid's .pth) is set, and on the synthetic data the pixel errors
 against the ground-truth aged face. The demo's test split (about 100 source faces)
 takes a few minutes on a CPU, mostly in dlib. See ipcgan_jax/evaluation.py.
+
+No argument: every setting (configs/defaults.py, `evaluation()`) is a --config.<field> override.
 """
-from ipcgan_jax import evaluation
+import ml_collections
+
+from configs import defaults
+from ipcgan_jax import configlib
 
 
-def get_config(variant: str = ""):
-    """variant '' only: every setting is a --config.<field> override."""
-    if variant:
-        raise ValueError(f"configs/eval.py has no variants, got {variant!r}")
-    return evaluation.eval_defaults()
+def get_config(arg: str = "") -> ml_collections.ConfigDict:
+    configlib.parse_arg(arg)  # takes no argument
+    return defaults.evaluation()

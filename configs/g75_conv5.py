@@ -11,13 +11,20 @@ or converted original weights (`python -m ipcgan_jax.convert`, then point
 Expect 400,000 steps of batch 32 (one D then one G update per step), checkpoints every
 10k steps, sample grids (32 sources x 5 age groups) every 5k steps in WORKDIR/samples.
 The `quick` variant (`configs/g75_conv5.py:quick`) runs the same code on tiny networks
-and in-memory synthetic faces in about a minute on a CPU.
+and in-memory synthetic faces in about a minute on a CPU; `:demo` is configs/demo.py.
+The values are configs/defaults.py's `gan()`; this file adds where the frozen networks are.
 """
-from ipcgan_jax import configlib
+import ml_collections
+
+from configs import defaults, demo
 
 
-def get_config(variant: str = ""):
-    config = configlib.gan_defaults()
-    config.frozen.alexnet = "../alexnet_identity/export"
-    config.frozen.age_classifier = "../age_classifier/export"
-    return configlib.apply_variant(config, variant)
+def get_config(variant: str = "") -> ml_collections.ConfigDict:
+    """variant: '' (the paper's run), 'quick' (tests) or 'demo' (configs/demo.py)."""
+    if variant == "demo":
+        return demo.get_config()
+    config = defaults.gan(variant)
+    if not variant:  # the small variants train their own, inside the workdir
+        config.frozen.alexnet = "../alexnet_identity/export"
+        config.frozen.age_classifier = "../age_classifier/export"
+    return config

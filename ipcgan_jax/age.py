@@ -24,7 +24,11 @@ import sys
 from typing import Sequence
 
 import numpy as np
+from PIL import Image
 from tqdm.auto import tqdm
+
+from ipcgan_jax import inference, visualization
+from ipcgan_jax.data.images import ImageReadError
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp")
 
@@ -81,8 +85,6 @@ def _unique_stem(path: str, used: set[str]) -> str:
 
 
 def _save_new(path: str, image: np.ndarray) -> None:
-    from PIL import Image
-
     with open(path, "xb") as f:  # exclusive: never overwrites
         Image.fromarray(np.asarray(image, np.uint8)).save(f, format="PNG")
 
@@ -113,9 +115,6 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
-    from ipcgan_jax import inference, visualization
-    from ipcgan_jax.data.images import ImageReadError
-
     photos = list_photos(args.inputs)
     if not photos:
         print("no image files found in the inputs", file=sys.stderr)

@@ -20,6 +20,7 @@ import orbax.checkpoint as ocp
 from orbax.checkpoint import checkpoint_managers
 
 PyTree = Any
+CHECKPOINTS_DIR = "checkpoints"  # of a run's workdir
 METADATA_FILE = "metadata.json"
 VARIABLES_DIR = "variables"
 
@@ -86,9 +87,6 @@ class TrainCheckpointer:
 
     def latest_step(self) -> int | None:
         return self._manager.latest_step()
-
-    def all_steps(self) -> list[int]:
-        return list(self._manager.all_steps())
 
     def save(self, step: int, state: PyTree, run_info: dict) -> None:
         self._manager.save(step, args=ocp.args.Composite(

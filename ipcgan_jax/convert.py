@@ -29,10 +29,11 @@ from tqdm import tqdm
 
 from ipcgan_jax import __version__
 from ipcgan_jax.checkpointing import save_variables
-from ipcgan_jax.weights import (ImportReport, Variables, age_classifier_variables_template,
-                                alexnet_variables_template, discriminator_variables_template,
-                                generator_variables_template, load_bvlc_alexnet,
-                                load_tf1_checkpoint)
+from ipcgan_jax.weights.bvlc import load_bvlc_alexnet
+from ipcgan_jax.weights.templates import (Variables, age_classifier_variables_template,
+                                          alexnet_variables_template, discriminator_variables_template,
+                                          generator_variables_template)
+from ipcgan_jax.weights.tf1 import ImportReport, load_tf1_checkpoint
 
 logger = logging.getLogger(__name__)
 

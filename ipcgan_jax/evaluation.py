@@ -9,7 +9,7 @@ pair on its own, BN mode as configured), and writes WORKDIR/eval/step_<N>/ (a fr
 folder each time: step_<N>_2, ... if it exists) with results.json, results.md and
 samples.png. Metrics, per target group and overall:
 
-- age: the independent age evaluator (`ipcgan_jax.classifiers.load_age_evaluator`,
+- age: the independent age evaluator (`ipcgan_jax.age_evaluator.load_age_evaluator`,
   config `evaluator`, relative to WORKDIR) classifies each output: accuracy (output
   classified as its target group) and the mean estimated group; its accuracy on the real
   test faces is reported beside as the ceiling to read them against. Skipped with a
@@ -37,49 +37,17 @@ import json
 import os
 from typing import Any
 
+import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
 from tqdm.auto import tqdm
 
-from ipcgan_jax import fid, identity, inference, preprocessing, visualization
-from ipcgan_jax.configlib import ConfigError
+from ipcgan_jax import age_evaluator, fid, identity, inference, preprocessing, visualization
+from ipcgan_jax.configlib import ConfigError, validate_config
+from ipcgan_jax.data import sources, synthetic
 
 EVAL_DIR = "eval"
-
-
-def eval_defaults() -> ml_collections.ConfigDict:
-    """Settings of task 'eval' (configs/eval.py)."""
-    c = ml_collections.ConfigDict()
-    c.task = "eval"
-    c.step = 0                    # checkpoint step to evaluate; 0 = the latest
-    c.batch_size = 16             # source faces per batch (each pair still runs on its own)
-    c.max_faces = 0               # evaluate only the first N source faces; 0 = all
-    c.bn_mode = ""                # '' = inference default ('moving'); or 'moving' | 'single'
-    c.evaluator = "age_evaluator/export"   # exported age evaluator, relative to the workdir
-    c.identity_threshold = identity.VERIFICATION_THRESHOLD
-    # FID features: pytorch-fid's pt_inception-2015-12-05-6726825d.pth (or .npz), relative to the
-    # workdir; or, instead, an extractor 'package.module:factory' (ipcgan_jax.fid). Both '' = skip FID.
-    c.fid_inception_weights = ""
-    c.fid_feature_extractor = ""
-    c.num_sample_faces = 8
-    # Override the run's data settings ('' = as recorded in WORKDIR/config.json).
-    c.data = ml_collections.ConfigDict(dict(name="", data_dir="", builder_config="", test_split=""))
-    return c
-
-
-def check_eval_config(config: ml_collections.ConfigDict) -> None:
-    """ConfigError naming the first out-of-range field."""
-    checks = (("step", config.step >= 0, "must be >= 0"), ("batch_size", config.batch_size > 0, "must be > 0"),
-              ("max_faces", config.max_faces >= 0, "must be >= 0 (0 = all)"),
-              ("bn_mode", config.bn_mode in ("",) + inference.BN_MODES, f"must be '' or one of {inference.BN_MODES}"),
-              ("identity_threshold", config.identity_threshold > 0, "must be > 0"),
-              ("num_sample_faces", config.num_sample_faces >= 0, "must be >= 0"),
-              ("fid_inception_weights", not (config.fid_inception_weights and config.fid_feature_extractor),
-               "and 'fid_feature_extractor' are alternatives: set at most one"))
-    for key, ok, message in checks:
-        if not ok:
-            raise ConfigError(f"config key {key!r} {message}, got {config[key]!r}")
 
 
 def fid_weights_path(config: ml_collections.ConfigDict, workdir: str) -> str:
@@ -116,15 +84,11 @@ def _data_config(run_config: ml_collections.ConfigDict, config: ml_collections.C
 # ----------------------------------------------------------------------------- judges
 class _AgeJudge:
     def __init__(self, path: str):
-        import jax
-
-        from ipcgan_jax import classifiers
-
-        module, variables, _ = classifiers.load_age_evaluator(path)
+        module, variables, _ = age_evaluator.load_age_evaluator(path)
         self.num_groups = module.num_groups
         variables = jax.tree.map(jnp.asarray, variables)
         self._predict = jax.jit(lambda pixels: jnp.argmax(
-            classifiers.predict_age_groups(module, variables, pixels), axis=-1))
+            age_evaluator.predict_age_groups(module, variables, pixels), axis=-1))
 
     def __call__(self, pixels: np.ndarray) -> np.ndarray:
         # Fixed-size chunks: one compilation for any number of images.
@@ -141,9 +105,6 @@ class _SyntheticTruth:
     """Ground-truth renders for the test faces of an in-memory synthetic run."""
 
     def __init__(self, data: ml_collections.ConfigDict, split: str, faces: Any, image_size: int):
-        from ipcgan_jax.data import sources, synthetic
-
-        self._synthetic = synthetic
         self.size, self.image_size = int(data.size), int(image_size)
         self.identities = synthetic.sample_identities(int(data.num_identities), int(data.seed))
         plan = synthetic.plan_dataset(int(data.num_identities), int(data.images_per_identity), seed=int(data.seed))
@@ -164,7 +125,7 @@ class _SyntheticTruth:
     def render(self, face_rows: np.ndarray, age_groups: np.ndarray, *, same_photo: bool,
                resize: bool = True) -> np.ndarray:
         seeds = self.nuisance_seed[face_rows] if same_photo else None
-        images = self._synthetic.render_faces(self.identities.take(self.face_identity[face_rows]),
+        images = synthetic.render_faces(self.identities.take(self.face_identity[face_rows]),
                                               np.asarray(age_groups), size=self.size, nuisance_seed=seeds)
         if not resize:
             return images
@@ -186,8 +147,7 @@ def pixel_errors(outputs: np.ndarray, truth: np.ndarray) -> tuple[np.ndarray, np
 # ----------------------------------------------------------------------------- evaluate
 def evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     """Evaluates the GAN run in `workdir`; returns the results written to results.json."""
-    check_eval_config(config)
-    from ipcgan_jax.data import sources  # TensorFlow is imported only here
+    validate_config(config)
 
     workdir = os.path.abspath(os.path.expanduser(workdir))
     messages: list[str] = []

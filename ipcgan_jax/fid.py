@@ -5,8 +5,8 @@ FID (Heusel et al. 2017) = |mu_a - mu_b|^2 + Tr(S_a + S_b - 2 (S_a S_b)^(1/2)) b
 Gaussians fitted to two sets of features, conventionally InceptionV3's 2048-d pool3
 output. `inception_extractor(weights_path)` computes exactly pytorch-fid's features with a
 pure Flax port (`ipcgan_jax.models.inception`) from pytorch-fid's released weights
-`pt_inception-2015-12-05-6726825d.pth` (read without torch), which the user downloads:
-this project bundles no weights. The evaluation uses it when the config field
+`pt_inception-2015-12-05-6726825d.pth` (read without torch by `ipcgan_jax.weights`), which
+the user downloads: this project bundles no weights. The evaluation uses it when the config field
 `fid_inception_weights` names that file. Any other extractor plugs in instead through
 
   config field `fid_feature_extractor = "package.module:factory"`
@@ -25,9 +25,10 @@ import numpy as np
 import scipy.linalg
 
 from ipcgan_jax.models import inception
+from ipcgan_jax.weights import fid_inception
 
-INCEPTION_WEIGHTS_FILE = inception.WEIGHTS_FILE
-INCEPTION_WEIGHTS_URL = inception.WEIGHTS_URL
+INCEPTION_WEIGHTS_FILE = fid_inception.WEIGHTS_FILE
+INCEPTION_WEIGHTS_URL = fid_inception.WEIGHTS_URL
 
 FeatureExtractor = Callable[[np.ndarray], np.ndarray]
 
@@ -90,7 +91,7 @@ def inception_extractor(weights_path: str, batch_size: int = 50) -> FeatureExtra
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     module = inception.FIDInceptionV3()
-    variables = jax.device_put(inception.load_inception_variables(weights_path))
+    variables = jax.device_put(fid_inception.load_inception_variables(weights_path))
     features_of = jax.jit(module.apply)
 
     def extract(images: np.ndarray) -> np.ndarray:

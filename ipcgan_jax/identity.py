@@ -15,6 +15,8 @@ box, so inputs and outputs are treated alike.
 """
 from __future__ import annotations
 
+import dlib
+import face_recognition_models
 import numpy as np
 
 VERIFICATION_THRESHOLD = 0.6  # dlib's documented same-person distance
@@ -42,10 +44,6 @@ class FaceEmbedder:
 
     def __init__(self, padding: float, vertical_shift: float, *, recognition_model: str | None = None,
                  landmark_model: str | None = None):
-        import dlib
-        import face_recognition_models
-
-        self._dlib = dlib
         self.padding = float(padding)
         self.vertical_shift = float(vertical_shift)
         self._recogniser = dlib.face_recognition_model_v1(
@@ -58,7 +56,7 @@ class FaceEmbedder:
         images = np.asarray(images)
         if images.ndim != 4 or images.shape[-1] != 3 or images.dtype != np.uint8 or images.shape[1] != images.shape[2]:
             raise ValueError(f"expected (N, S, S, 3) uint8 square crops, got {images.dtype} {images.shape}")
-        box = self._dlib.rectangle(*layout_face_box(images.shape[1], self.padding, self.vertical_shift))
+        box = dlib.rectangle(*layout_face_box(images.shape[1], self.padding, self.vertical_shift))
         descriptors = np.empty((len(images), DESCRIPTOR_SIZE), np.float32)
         for i, image in enumerate(images):
             image = np.ascontiguousarray(image)

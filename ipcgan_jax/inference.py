@@ -41,15 +41,14 @@ import ml_collections
 import numpy as np
 
 from ipcgan_jax import checkpointing, gan, preprocessing
-from ipcgan_jax.data import alignment
+from ipcgan_jax.constants import AGE_GROUP_LABELS, BN_MODES, CAFFE_MEAN_BGR, NUM_AGE_GROUPS
+from ipcgan_jax.data import alignment, face_templates, synthetic
 from ipcgan_jax.data.images import read_image
 from ipcgan_jax.models import Generator
 from ipcgan_jax.models.layers import TFBatchNorm
-from ipcgan_jax.visualization import AGE_GROUP_LABELS
 
 PyTree = Any
 BnMode = Literal["moving", "single"]
-BN_MODES: tuple[str, ...] = ("moving", "single")
 DEFAULT_BN_MODE: BnMode = "moving"
 DEFAULT_MIN_FACE_SIZE = 40
 # Pairs per compiled call: a fixed size, so one compilation serves any number of faces.
@@ -66,33 +65,27 @@ class FaceTooSmallError(ValueError):
 
 @dataclasses.dataclass(frozen=True)
 class AlignmentSettings:
-    """The crop layout a generator was trained on (see `FaceAligner`)."""
+    """The crop layout a generator was trained on (see `FaceAligner`): a named template
+    (`face_templates.FACE_TEMPLATES`) with its padding and shift."""
 
     output_size: int = alignment.DEFAULT_OUTPUT_SIZE
-    padding: float = alignment.DEFAULT_PADDING
-    vertical_shift: float = alignment.DEFAULT_VERTICAL_SHIFT
+    padding: float = face_templates.DEFAULT_PADDING
+    vertical_shift: float = face_templates.DEFAULT_VERTICAL_SHIFT
+    template: str = face_templates.DEFAULT_TEMPLATE
 
 
 def synthetic_alignment(size: int) -> AlignmentSettings:
     """The FaceAligner settings whose template best fits the synthetic renderer's faces.
 
-    The template point is 0.5 + s * (T - 0.5) + (0, shift) in units of the side, with
-    s = 1 / (1 + 2 padding): linear in (s, shift), so a least-squares fit to the mean
-    canonical landmarks of many rendered identities gives both.
+    The padding and shift fitted to the mean canonical landmarks of many rendered
+    identities (`face_templates.fit_padding_and_shift`).
     """
-    from ipcgan_jax.data import synthetic  # numpy only
-
     identities = synthetic.sample_identities(256, seed=0)
-    groups = np.arange(len(identities)) % synthetic.NUM_AGE_GROUPS
+    groups = np.arange(len(identities)) % NUM_AGE_GROUPS
     points = synthetic.face_landmarks(identities, groups, size=size).mean(axis=0)
-    normalised = (points + 0.5) / size  # pixel centres -> fractions of the side
-    centred = alignment.DLIB_FIVE_POINT_TEMPLATE - 0.5
-    design = np.zeros((10, 2))
-    design[:5, 0], design[5:, 0], design[5:, 1] = centred[:, 0], centred[:, 1], 1.0
-    target = np.concatenate([normalised[:, 0] - 0.5, normalised[:, 1] - 0.5])
-    (scale, shift), *_ = np.linalg.lstsq(design, target, rcond=None)
-    return AlignmentSettings(output_size=int(size), padding=float((1.0 / scale - 1.0) / 2.0),
-                             vertical_shift=float(shift))
+    # Pixel centres -> fractions of the side.
+    padding, shift = face_templates.fit_padding_and_shift((points + 0.5) / size)
+    return AlignmentSettings(output_size=int(size), padding=padding, vertical_shift=shift)
 
 
 def alignment_for_data(data_config: Any) -> AlignmentSettings:
@@ -100,14 +93,17 @@ def alignment_for_data(data_config: Any) -> AlignmentSettings:
 
     'synthetic' (in memory): the renderer's layout at data.size; 'synthetic_aging'
     (TFDS): the same at its builder config's size (128, or 64 for 'small_64'); CACD and
-    image folders: the builders' default 400x400 crops.
+    image folders: 400x400 crops of the template named by data.alignment_template
+    ("cacd", the builders' default, or "utkface" for UTKFace's chips).
     """
     name = data_config.get("name", "cacd")
     if name == "synthetic":
         return synthetic_alignment(int(data_config.get("size", 128)))
     if name == "synthetic_aging":
         return synthetic_alignment(64 if data_config.get("builder_config") == "small_64" else 128)
-    return AlignmentSettings()
+    template = data_config.get("alignment_template", face_templates.DEFAULT_TEMPLATE)
+    named = face_templates.get_template(template)
+    return AlignmentSettings(padding=named.padding, vertical_shift=named.vertical_shift, template=template)
 
 
 # ----------------------------------------------------------------------------- loading
@@ -316,7 +312,7 @@ class FaceAger:
 
     def group_labels(self, age_groups: Sequence[int] | None = None) -> list[str]:
         groups = self.resolve_groups(age_groups)
-        labels = AGE_GROUP_LABELS if self.num_groups == len(AGE_GROUP_LABELS) else None
+        labels = AGE_GROUP_LABELS if self.num_groups == NUM_AGE_GROUPS else None
         return [labels[g] if labels else f"group {g}" for g in groups]
 
     @property
@@ -325,7 +321,7 @@ class FaceAger:
             settings = self.loaded.alignment
             self._aligner = alignment.FaceAligner(
                 output_size=settings.output_size, padding=settings.padding,
-                vertical_shift=settings.vertical_shift, upsample=self.upsample)
+                vertical_shift=settings.vertical_shift, upsample=self.upsample, template=settings.template)
         return self._aligner
 
     def resolve_groups(self, age_groups: Sequence[int] | None) -> tuple[int, ...]:
@@ -413,4 +409,4 @@ class FaceAger:
 
 def generator_input_pixels(g_input: np.ndarray) -> np.ndarray:
     """G input (mean subtracted) -> the uint8 picture it shows, for grids."""
-    return np.clip(np.rint(np.asarray(g_input) + np.asarray(preprocessing.MEAN_RGB)), 0, 255).astype(np.uint8)
+    return np.clip(np.rint(np.asarray(g_input) + np.asarray(CAFFE_MEAN_BGR)), 0, 255).astype(np.uint8)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
+import optax
 
 
 def discriminator_loss(*, d_real_true: jax.Array, d_real_false: jax.Array,
@@ -32,6 +33,5 @@ def identity_feature_loss(*, generated_features: jax.Array, source_features: jax
 
 def age_classification_loss(*, logits: jax.Array, age_group: jax.Array) -> jax.Array:
     """Mean softmax cross-entropy of the age logits against the target groups."""
-    log_probs = jax.nn.log_softmax(logits.astype(jnp.float32), axis=-1)
-    picked = jnp.take_along_axis(log_probs, age_group[:, None].astype(jnp.int32), axis=-1)
-    return -jnp.mean(picked)
+    return optax.softmax_cross_entropy_with_integer_labels(
+        logits.astype(jnp.float32), age_group.astype(jnp.int32)).mean()

@@ -4,6 +4,9 @@ The global batch is split along its first axis over a 1-D mesh named 'data'; par
 and optimizer states are replicated. BatchNorm means over the batch axis therefore run
 over the whole global batch, exactly as on one device. This is what `jax.pmap` did;
 pmap is now built on the same machinery and is in maintenance mode.
+
+Across processes (multi-host runs): `sync_processes`, `gather_to_host` and `any_process`
+are no-ops or local with one process, collectives with several.
 """
 from __future__ import annotations
 
@@ -11,6 +14,7 @@ from typing import Any, Sequence
 
 import jax
 import numpy as np
+from jax.experimental import multihost_utils
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 PyTree = Any
@@ -58,3 +62,23 @@ def replicate(tree: PyTree, mesh: Mesh) -> PyTree:
 def to_host(tree: PyTree) -> PyTree:
     """Fully replicated global arrays -> numpy on this process."""
     return jax.tree.map(lambda x: np.asarray(x.addressable_data(0)) if isinstance(x, jax.Array) else x, tree)
+
+
+def sync_processes(name: str) -> None:
+    """Waits until every process reaches the barrier `name` (e.g. after the chief wrote a file)."""
+    if jax.process_count() > 1:
+        multihost_utils.sync_global_devices(name)
+
+
+def gather_to_host(x: jax.Array) -> np.ndarray:
+    """A batch-sharded global array -> all of its rows as numpy, on every process."""
+    if jax.process_count() == 1:
+        return np.asarray(x)
+    return np.asarray(multihost_utils.process_allgather(x, tiled=True))
+
+
+def any_process(flag: bool) -> bool:
+    """True on every process if `flag` is true on any of them."""
+    if jax.process_count() == 1:
+        return flag
+    return bool(np.any(multihost_utils.process_allgather(np.asarray(flag))))

@@ -1,8 +1,8 @@
 """Input scalings of the original code (SPEC §7), in JAX.
 
 Three paths feed the networks: the generator and AlexNet get RGB 0..255 minus the Caffe
-mean [104, 117, 124] (subtracted in RGB order, as the original did), the discriminator
-gets [-1, 1]. Resizes are TF1's `resize_bilinear(align_corners=False)` (no half-pixel
+mean `constants.CAFFE_MEAN_BGR` (BGR values subtracted from the RGB channels, as the
+original did), the discriminator gets [-1, 1]. Resizes are TF1's `resize_bilinear(align_corners=False)` (no half-pixel
 centres, no antialiasing); `legacy_resize_bilinear` reproduces it exactly, so the
 generator output reaches AlexNet as it did in the original.
 """
@@ -10,19 +10,9 @@ from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 
-MEAN_RGB = (104.0, 117.0, 124.0)
-
-
-def _legacy_source_coords(in_size: int, out_size: int):
-    # TF1 computes the source coordinate in float32: dst * (in / out).
-    scale = np.float32(in_size) / np.float32(out_size)
-    src = np.arange(out_size, dtype=np.float32) * scale
-    lo = np.floor(src).astype(np.int32)
-    hi = np.minimum(lo + 1, in_size - 1)
-    frac = (src - lo.astype(np.float32)).astype(np.float32)
-    return lo, hi, frac
+from ipcgan_jax.constants import CAFFE_MEAN_BGR
+from ipcgan_jax.data.legacy_resize import legacy_source_coords
 
 
 def legacy_resize_bilinear(images: jax.Array, height: int, width: int) -> jax.Array:
@@ -35,8 +25,8 @@ def legacy_resize_bilinear(images: jax.Array, height: int, width: int) -> jax.Ar
     _, in_h, in_w, _ = images.shape
     if (in_h, in_w) == (height, width):
         return images
-    y_lo, y_hi, fy = _legacy_source_coords(in_h, height)
-    x_lo, x_hi, fx = _legacy_source_coords(in_w, width)
+    y_lo, y_hi, fy = legacy_source_coords(in_h, height)
+    x_lo, x_hi, fx = legacy_source_coords(in_w, width)
     fx = jnp.asarray(fx, images.dtype)[None, None, :, None]
     fy = jnp.asarray(fy, images.dtype)[None, :, None, None]
     top_rows, bottom_rows = images[:, y_lo], images[:, y_hi]
@@ -48,7 +38,7 @@ def legacy_resize_bilinear(images: jax.Array, height: int, width: int) -> jax.Ar
 def pixels_to_generator_input(pixels: jax.Array, size: int) -> jax.Array:
     """RGB 0..255 (any size) -> generator input: resized to `size`, minus the mean."""
     resized = legacy_resize_bilinear(pixels, size, size)
-    return resized - jnp.asarray(MEAN_RGB, resized.dtype)
+    return resized - jnp.asarray(CAFFE_MEAN_BGR, resized.dtype)
 
 
 def pixels_to_alexnet_input(pixels: jax.Array, size: int = 227) -> jax.Array:

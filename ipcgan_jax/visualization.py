@@ -6,8 +6,6 @@ from typing import Sequence
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
-AGE_GROUP_LABELS = ("11-20", "21-30", "31-40", "41-50", "51+")
-
 
 def make_grid(rows: Sequence[Sequence[np.ndarray]], *, column_titles: Sequence[str] | None = None,
               padding: int = 2) -> np.ndarray:

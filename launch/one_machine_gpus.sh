@@ -3,7 +3,7 @@
 #
 #   launch/one_machine_gpus.sh                                  # the paper's run, all GPUs
 #   CUDA_VISIBLE_DEVICES=0,1 launch/one_machine_gpus.sh         # only GPUs 0 and 1
-#   CONFIG=configs/g75_conv4.py WORKDIR=workdirs/g75_conv4 launch/one_machine_gpus.sh \
+#   CONFIG=configs/g75_ablation.py:feature_layer=conv4 WORKDIR=workdirs/g75_conv4 launch/one_machine_gpus.sh \
 #       --config.batch_size=64                                  # extra args go to main.py
 #
 # No --distributed and no launcher: jax sees all local GPUs and the trainer splits each

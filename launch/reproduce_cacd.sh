@@ -43,8 +43,8 @@ run configs/age_evaluator.py age_evaluator
 # 4. The GAN: G75 with conv5 identity features, 400,000 steps of batch 32. Its frozen
 #    inputs default to ../alexnet_identity/export and ../age_classifier/export, the
 #    folders of step 2. Sample grids appear in $RUNS/g75_conv5/samples every 5,000 steps.
-#    The ablations (configs/g75_conv4.py, g75_fc7.py, g75_nofeature.py, ...) run the same
-#    way, each in its own $RUNS/<name>.
+#    The ablations (configs/g75_ablation.py:feature_layer=conv4, :feature_layer=none,
+#    :age_weight=10, ...) run the same way, each in its own $RUNS/<name>.
 run configs/g75_conv5.py g75_conv5
 
 # 5. Evaluate the trained generator on the test split: age accuracy by the evaluator of

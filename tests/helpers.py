@@ -1,17 +1,27 @@
 """Small configs and random inputs shared by the training tests."""
 from __future__ import annotations
 
+import importlib
+
 import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from ipcgan_jax import configlib, gan
+from ipcgan_jax import gan
+from ipcgan_jax.constants import CAFFE_MEAN_BGR
+
+
+def config_file(name: str, arg: str = "") -> ml_collections.ConfigDict:
+    """The config of `--config=configs/<name>.py:<arg>`, as its get_config returns it."""
+    return importlib.import_module(f"configs.{name}").get_config(arg)
 
 
 def tiny_gan_config() -> ml_collections.ConfigDict:
-    """The faithful GAN config shrunk to run a step in well under a second on a CPU."""
-    c = configlib.gan_defaults()
+    """The faithful GAN config (configs/g75_conv5.py) shrunk to run a step in well under a
+    second on a CPU; no frozen networks (the tests make their own)."""
+    c = config_file("g75_conv5")
+    c.frozen.update(alexnet="", age_classifier="")
     c.num_steps = 4
     c.batch_size = 8
     c.data.name = "synthetic"
@@ -46,7 +56,7 @@ def random_alexnet_params(config: ml_collections.ConfigDict, seed: int = 1):
 def random_batch(config: ml_collections.ConfigDict, seed: int, *, target: int = 2, false: int = 4):
     rng = np.random.default_rng(seed)
     n, s, a = config.batch_size, config.data.image_size, config.data.alexnet_size
-    mean = np.asarray((104.0, 117.0, 124.0), np.float32)
+    mean = np.asarray(CAFFE_MEAN_BGR, np.float32)
     return {
         "source_d": (rng.uniform(0, 255, (n, s, s, 3)) - mean).astype(np.float32),
         "source_g": (rng.uniform(0, 255, (n, s, s, 3)) - mean).astype(np.float32),

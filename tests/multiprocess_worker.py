@@ -77,9 +77,9 @@ def main() -> None:
         assert jax.process_count() == args.num_processes
         assert len(jax.devices()) == args.num_processes * args.devices_per_process
 
-        from ipcgan_jax import train
+        from ipcgan_jax import tasks
 
-        state = train.train_and_evaluate(make_config(args.frozen_dir, args.num_steps), args.workdir)
+        state = tasks.train_and_evaluate(make_config(args.frozen_dir, args.num_steps), args.workdir)
         np.savez(args.state_out, **flatten_state(state))
     finally:
         jax.distributed.shutdown()

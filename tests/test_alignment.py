@@ -2,9 +2,14 @@
 
 import math
 
+import jax
+import ml_collections
 import numpy as np
 import pytest
+from PIL import Image
 
+from ipcgan_jax import inference
+from ipcgan_jax.data import face_templates, synthetic
 from ipcgan_jax.data.alignment import (
     FaceAligner,
     apply_transform,
@@ -14,6 +19,7 @@ from ipcgan_jax.data.alignment import (
     paste_back,
     warp_affine,
 )
+from ipcgan_jax.models import Generator
 
 
 def _similarity(angle_degrees, scale, shift):
@@ -46,6 +52,28 @@ def test_template_has_level_eyes_and_centred_face():
     assert abs(right_eye[1] - left_eye[1]) < 1.0
     assert abs((right_eye[0] + left_eye[0]) / 2 - 199.5) < 0.02 * 400
     assert left_eye[1] < template[4, 1]  # nose below the eyes
+
+
+def test_named_templates():
+    # "cacd" is dlib's mean face with padding 0.2 and shift 0.03, written out here.
+    expected = (face_templates.DLIB_FIVE_POINT_TEMPLATE + 0.2) / 1.4 + [0.0, 0.03]
+    np.testing.assert_allclose(face_template(400, template="cacd"), expected * 400 - 0.5, atol=1e-9)
+    np.testing.assert_array_equal(face_template(400), face_template(400, template="cacd"))
+    # "utkface" puts the landmarks where UTKFace's chips have them, at its own padding/shift.
+    np.testing.assert_allclose(face_template(200, template="utkface"),
+                               face_templates.UTKFACE_CHIP_LANDMARKS * 200 - 0.5, atol=1e-9)
+    utk = face_templates.get_template("utkface")
+    aligner = FaceAligner(output_size=200, template="utkface", face_detector=lambda i, u: [],
+                          landmark_predictor=lambda i, b: None)
+    assert (aligner.padding, aligner.vertical_shift) == (utk.padding, utk.vertical_shift)
+    with pytest.raises(ValueError, match="unknown alignment template 'ffhq'.*cacd.*utkface"):
+        FaceAligner(template="ffhq")
+
+
+def test_padding_and_shift_are_recovered_from_crop_points():
+    crop_points = (face_templates.DLIB_FIVE_POINT_TEMPLATE + 0.35) / 1.7 + [0.0, -0.04]
+    padding, shift = face_templates.fit_padding_and_shift(crop_points)
+    assert padding == pytest.approx(0.35, abs=1e-9) and shift == pytest.approx(-0.04, abs=1e-9)
 
 
 def test_warp_moves_a_pixel_where_the_transform_says():
@@ -151,7 +179,6 @@ def real_aligner():
 
 
 def test_dlib_finds_drawn_faces_and_their_landmarks(real_aligner):
-    synthetic = pytest.importorskip("ipcgan_jax.data.synthetic")
     identities = synthetic.sample_identities(3, seed=5)
     age_group = np.array([0, 2, 4])
     faces = synthetic.render_faces(identities, age_group, size=160, nuisance_seed=3)
@@ -164,7 +191,6 @@ def test_dlib_finds_drawn_faces_and_their_landmarks(real_aligner):
 
 
 def test_dlib_no_face_and_two_faces(real_aligner):
-    synthetic = pytest.importorskip("ipcgan_jax.data.synthetic")
     flat = np.full((160, 160, 3), 90, np.uint8)
     assert real_aligner.align(flat) is None
     identities = synthetic.sample_identities(2, seed=9)
@@ -176,3 +202,36 @@ def test_dlib_no_face_and_two_faces(real_aligner):
     result = real_aligner.align(canvas)
     assert result is not None and result.num_faces_found == 2
     assert result.box[2] <= 190  # the chosen face is the big one on the left
+
+
+def test_photo_tool_frames_a_pasted_face_like_the_utkface_template(real_aligner):
+    """A face scaled and shifted into a larger photo comes out of the photo tool's
+    alignment (a run trained on UTKFace chips) framed like the template: dlib finds the
+    crop's landmarks on the "utkface" template, not on the CACD one."""
+    generator = Generator(base_features=4, num_res_blocks=1)
+    variables = generator.init(jax.random.key(0), np.zeros((1, 32, 32, 3), np.float32),
+                               np.zeros((1,), np.int32), train=False)
+    run_data = ml_collections.ConfigDict(dict(name="image_folder", alignment_template="utkface"))
+    settings = inference.alignment_for_data(run_data)
+    loaded = inference.LoadedGenerator(generator, variables, 32, settings, "test", None, None)
+    ager = inference.FaceAger(loaded)
+    size = settings.output_size
+    faces = synthetic.render_faces(synthetic.sample_identities(4, seed=5), np.array([0, 1, 2, 4]),
+                                   size=160, nuisance_seed=3)
+    errors = {"utkface": [], "cacd": []}
+    for index, face in enumerate(faces):
+        scaled = np.asarray(Image.fromarray(face).resize((224, 224), Image.Resampling.BICUBIC))
+        photo = np.full((420, 520, 3), 90, np.uint8)
+        top, left = 40 + 20 * index, 150 - 30 * index
+        photo[top:top + 224, left:left + 224] = scaled
+        crop = ager.age_faces(photo, [0])[0].aligned
+        assert crop.shape == (size, size, 3)
+        found = real_aligner.detect(crop)
+        assert found, "dlib found no face in the aligned crop"
+        landmarks = max(found, key=lambda f: f.area).landmarks
+        for name in errors:
+            distance = np.linalg.norm(landmarks - face_template(size, template=name), axis=1)
+            errors[name].append(distance.mean())
+    # Drawn faces differ in shape from UTKFace's mean face: a few pixels of 400 remain.
+    assert np.mean(errors["utkface"]) < 0.02 * size
+    assert np.mean(errors["utkface"]) < 0.7 * np.mean(errors["cacd"])

@@ -8,22 +8,21 @@ import zlib
 import numpy as np
 import pytest
 import scipy.io
+import tensorflow_datasets as tfds
 from PIL import Image
 
-tfds = pytest.importorskip("tensorflow_datasets")
-synthetic = pytest.importorskip("ipcgan_jax.data.synthetic")
-
-from ipcgan_jax.data.age_groups import age_group_labels, age_to_group  # noqa: E402
-from ipcgan_jax.data.alignment import FaceAligner  # noqa: E402
-from ipcgan_jax.data.cacd import Cacd  # noqa: E402
-from ipcgan_jax.data.image_folder import (  # noqa: E402
+from ipcgan_jax.constants import AGE_GROUP_LABELS, NUM_AGE_GROUPS
+from ipcgan_jax.data import synthetic
+from ipcgan_jax.data.age_groups import age_group_labels, age_to_group
+from ipcgan_jax.data.alignment import FaceAligner
+from ipcgan_jax.data.cacd import Cacd
+from ipcgan_jax.data.face_builder import (
     REPORT_FILE_NAME,
     AlignedFaceBuilderConfig,
-    ImageFolder,
-    ImageFolderConfig,
     split_identities,
     split_images,
 )
+from ipcgan_jax.data.image_folder import ImageFolder, ImageFolderConfig
 
 # Real CACD celebrities (identity, name, birth year) and photo years.
 CELEBRITIES = [(1, "Robin_Williams", 1951), (2, "Mark_Hamill", 1951), (3, "Kevin_Bacon", 1958),
@@ -40,6 +39,8 @@ def test_age_groups_follow_spec():
     for age, group in GROUP_OF_AGE.items():
         assert age_to_group(age) == group
     assert age_group_labels() == ("11-20", "21-30", "31-40", "41-50", "51+")
+    # the labels shown everywhere are the ones the default boundaries give
+    assert age_group_labels() == AGE_GROUP_LABELS and len(AGE_GROUP_LABELS) == NUM_AGE_GROUPS
     with pytest.raises(ValueError, match="below the minimum age"):
         age_to_group(10)
     assert age_to_group(25, boundaries=(18, 40)) == 1

@@ -7,14 +7,19 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from ipcgan_jax import checkpointing, classifiers, configlib, train
+from ipcgan_jax import age_evaluator, checkpointing, configlib, tasks
+from ipcgan_jax.classifiers import heads, splits
+from ipcgan_jax.classifiers import tasks as classifier_tasks
+from ipcgan_jax.classifiers import train as classifier_train
 from ipcgan_jax.models import AgeEvaluator, AlexNet
+from ipcgan_jax.runlib import frozen
+from tests.helpers import config_file
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def quick_config(task: str, **overrides):
-    config = configlib.apply_variant(configlib.classifier_defaults(task), "quick")
+    config = config_file(task, "quick")
     config.update_from_flattened_dict(overrides)
     return config
 
@@ -28,7 +33,7 @@ def runs(tmp_path_factory):
         config = quick_config(task)
         if task == "age_classifier":
             config.frozen.alexnet = "../alexnet_identity/export"
-        results[task] = train.train_and_evaluate(config, str(root / task))
+        results[task] = tasks.train_and_evaluate(config, str(root / task))
     return root, results
 
 
@@ -67,10 +72,10 @@ def test_exports_have_the_contracted_layers(runs):
 def test_exports_feed_the_gan(runs):
     """The GAN's own loader accepts the identity and age exports (shapes of its config)."""
     root, _ = runs
-    gan_config = configlib.apply_variant(configlib.gan_defaults(), "quick")
+    gan_config = config_file("g75_conv5", "quick")
     gan_config.frozen.alexnet = str(root / "alexnet_identity" / "export")
     gan_config.frozen.age_classifier = str(root / "age_classifier" / "export")
-    params = train.load_frozen_alexnet(gan_config, str(root))
+    params = frozen.load_frozen_alexnet(gan_config, str(root))
     assert {"conv5", "new_2", "age_fc8"} <= set(params)
 
 
@@ -85,12 +90,13 @@ def test_age_head_on_frozen_trunk_matches_alexnet(runs):
     images = jax.random.uniform(jax.random.key(0), (3, 67, 67, 3), minval=-120, maxval=130)
     expected = alexnet.apply({"params": {**trunk["params"], **age["params"]}}, images,
                              outputs=("age_logits",))["age_logits"]
-    got = classifiers.age_head_logits(alexnet, trunk["params"], age["params"], images)
+    got = heads.age_head_logits(alexnet, trunk["params"], age["params"], images)
     np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-5)
     expected_identity = alexnet.apply({"params": trunk["params"]}, images,
                                       outputs=("identity_logits",))["identity_logits"]
-    np.testing.assert_allclose(classifiers.alexnet_identity_logits(alexnet, trunk["params"], images),
-                               expected_identity, rtol=1e-5, atol=1e-5)
+    identity_logits = heads.apply_head(heads.identity_head(alexnet), trunk["params"],
+                                       heads.pool5_features(alexnet, trunk["params"], images))
+    np.testing.assert_allclose(identity_logits, expected_identity, rtol=1e-5, atol=1e-5)
 
 
 def test_age_classifier_trains_only_the_head(runs):
@@ -129,7 +135,7 @@ def test_rerun_resumes_without_training_again(runs):
     root, results = runs
     workdir = root / "age_evaluator"
     before = len(train_losses(workdir))
-    again = train.train_and_evaluate(quick_config("age_evaluator"), str(workdir))
+    again = tasks.train_and_evaluate(quick_config("age_evaluator"), str(workdir))
     assert len(train_losses(workdir)) == before
     assert again.test_metrics == pytest.approx(results["age_evaluator"].test_metrics)
 
@@ -138,7 +144,7 @@ def test_missing_trunk_fails_at_start_naming_the_command(tmp_path):
     config = quick_config("age_classifier")
     config.frozen.alexnet = str(tmp_path / "nowhere")
     with pytest.raises(checkpointing.CheckpointError, match="configs/alexnet_identity.py"):
-        train.train_and_evaluate(config, str(tmp_path / "run"))
+        tasks.train_and_evaluate(config, str(tmp_path / "run"))
     assert not os.path.exists(tmp_path / "run" / "checkpoints")
 
 
@@ -148,24 +154,24 @@ def test_mismatched_trunk_fails_at_start_naming_the_command(runs, tmp_path):
     config.frozen.alexnet = str(root / "alexnet_identity" / "export")
     config.model.alexnet.conv_features = (8, 8, 8, 8, 16)
     with pytest.raises(checkpointing.CheckpointError, match=r"conv5.*configs/alexnet_identity.py"):
-        train.train_and_evaluate(config, str(tmp_path / "run"))
+        tasks.train_and_evaluate(config, str(tmp_path / "run"))
 
 
 def test_evaluator_is_another_network_with_its_own_seed(runs):
     root, _ = runs
-    module, variables, metadata = classifiers.load_age_evaluator(str(root / "age_evaluator" / "export"))
+    module, variables, metadata = age_evaluator.load_age_evaluator(str(root / "age_evaluator" / "export"))
     assert isinstance(module, AgeEvaluator)
     alexnet_layers = {"conv1", "conv2", "conv3", "conv4", "conv5", "fc6", "fc7", "age_fc6", "age_fc7", "age_fc8"}
     assert not set(variables["params"]) & alexnet_layers
-    seeds = {configlib.classifier_defaults(t).seed for t in configlib.CLASSIFIER_TASKS}
-    assert len(seeds) == 3 and metadata["seed"] == configlib.classifier_defaults("age_evaluator").seed
+    seeds = {config_file(t).seed for t in configlib.CLASSIFIER_TASKS}
+    assert len(seeds) == 3 and metadata["seed"] == config_file("age_evaluator").seed
 
 
 def test_predict_age_groups_takes_uint8_faces_of_any_size(runs):
     root, _ = runs
-    module, variables, _ = classifiers.load_age_evaluator(str(root / "age_evaluator" / "export"))
+    module, variables, _ = age_evaluator.load_age_evaluator(str(root / "age_evaluator" / "export"))
     faces = np.random.default_rng(0).integers(0, 256, (2, 50, 50, 3), dtype=np.uint8)
-    logits = classifiers.predict_age_groups(module, variables, faces)
+    logits = age_evaluator.predict_age_groups(module, variables, faces)
     assert logits.shape == (2, 5)
     # Independent scaling: resize with TF1 legacy bilinear in TF, then to [-1, 1].
     import tensorflow as tf
@@ -176,7 +182,7 @@ def test_predict_age_groups_takes_uint8_faces_of_any_size(runs):
 
 def test_per_image_holdout_keeps_every_identity_in_training():
     identity = np.repeat(np.arange(6), [1, 2, 5, 10, 10, 3])
-    train_idx, holdout_idx = classifiers.per_image_holdout(identity, 0.2, seed=0)
+    train_idx, holdout_idx = splits.per_image_holdout(identity, 0.2, seed=0)
     assert sorted(np.concatenate([train_idx, holdout_idx]).tolist()) == list(range(identity.size))
     assert set(identity[train_idx]) == set(range(6))
     assert np.bincount(identity[holdout_idx], minlength=6).tolist() == [0, 0, 1, 2, 2, 1]
@@ -184,7 +190,7 @@ def test_per_image_holdout_keeps_every_identity_in_training():
 
 def test_gan_variants_pretrain_the_three_networks_first():
     for variant in ("quick", "demo"):
-        config = configlib.apply_variant(configlib.gan_defaults(), variant)
+        config = config_file("g75_conv5", variant)
         configlib.validate_config(config)
         assert list(config.pretrain.keys()) == ["alexnet_identity", "age_classifier", "age_evaluator"]
         assert config.frozen.alexnet == "alexnet_identity/export"
@@ -207,7 +213,7 @@ def test_small_variants_train_the_trunk_with_an_auxiliary_age_term(runs):
     """The synthetic trunk learns age features through an auxiliary age head that is not
     exported; the CACD config keeps the original identity-only fine-tuning."""
     root, _ = runs
-    assert configlib.classifier_defaults("alexnet_identity").auxiliary_age_weight == 0.0
+    assert config_file("alexnet_identity").auxiliary_age_weight == 0.0
     assert quick_config("alexnet_identity").auxiliary_age_weight > 0
     lines = [json.loads(l) for l in open(root / "alexnet_identity" / "metrics.jsonl")]
     aux = [l["train/auxiliary_age_loss"] for l in lines if "train/auxiliary_age_loss" in l]
@@ -225,7 +231,7 @@ def test_identity_step_trains_both_heads_on_one_trunk_pass():
 
     config = quick_config("alexnet_identity")
     weight = config.auxiliary_age_weight
-    task = classifiers._identity_task(config, np.arange(20), tuple(map(str, range(20))))
+    task = classifier_tasks.identity_task(config, np.arange(20), tuple(map(str, range(20))))
     params = task.init_variables(jax.random.key(0))["params"]
     size = config.data.alexnet_size
     batch = {"image": jax.random.uniform(jax.random.key(1), (4, size, size, 3), minval=-120, maxval=130),
@@ -238,9 +244,10 @@ def test_identity_step_trains_both_heads_on_one_trunk_pass():
         return (optax.softmax_cross_entropy_with_integer_labels(identity, batch["label"]).mean()
                 + weight * optax.softmax_cross_entropy_with_integer_labels(age, batch["age_group"]).mean())
 
-    state = classifiers.ClassifierState(step=jnp.zeros((), jnp.int32), params=params, batch_stats={},
-                                        opt_state=optax.sgd(1.0).init(params))
-    step = jax.jit(classifiers._make_train_step(task, optax.sgd(1.0), seed=0))
+    state = classifier_train.ClassifierState(
+        step=jnp.zeros((), jnp.int32), apply_fn=task.apply, params=params, tx=optax.sgd(1.0),
+        opt_state=optax.sgd(1.0).init(params), batch_stats={})
+    step = jax.jit(classifier_train.make_train_step(task, seed=0))
     new_state, metrics = step(state, batch, {})
     np.testing.assert_allclose(metrics["loss"], reference_loss(params), rtol=1e-5)
     expected = jax.tree.map(lambda p, g: p - g, params, jax.grad(reference_loss)(params))

@@ -11,6 +11,7 @@ from PIL import Image
 from ipcgan_jax import checkpointing, evaluation, fid, identity, inference
 from ipcgan_jax.data import synthetic
 from ipcgan_jax.models import AgeEvaluator
+from tests.helpers import config_file
 from tests.test_inference import make_gan_workdir
 
 
@@ -96,7 +97,7 @@ def evaluated(tmp_path_factory):
     variables = module.init(jax.random.key(0), jnp.zeros((1, 32, 32, 3)))
     checkpointing.save_variables(os.path.join(workdir, "age_evaluator", "export"), variables,
                                  {"task": "age_evaluator", "architecture": architecture})
-    config = evaluation.eval_defaults()
+    config = config_file("eval")
     config.max_faces = 3
     config.batch_size = 2
     config.num_sample_faces = 2

@@ -11,8 +11,11 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from ipcgan_jax import evaluation, fid, torch_checkpoint
+from ipcgan_jax import configlib, evaluation, fid
 from ipcgan_jax.models import inception
+from ipcgan_jax.weights import fid_inception, torch_state_dict
+from ipcgan_jax.weights.mismatch import MAX_LISTED, CheckpointMismatchError
+from tests.helpers import config_file
 
 
 # ----------------------------------------------------------------------------- a torch.save look-alike
@@ -75,7 +78,7 @@ def save_like_torch(path, tensors, storages, legacy):
     _TorchLikePickler(pickled, legacy).dump(state_dict)
     if legacy:
         with open(path, "wb") as f:
-            for header in (torch_checkpoint.LEGACY_MAGIC_NUMBER, torch_checkpoint.LEGACY_PROTOCOL_VERSION,
+            for header in (torch_state_dict.LEGACY_MAGIC_NUMBER, torch_state_dict.LEGACY_PROTOCOL_VERSION,
                            dict(protocol_version=1001, little_endian=sys.byteorder == "little",
                                 type_sizes=dict(short=2, int=4, long=4))):
                 pickle.dump(header, f, protocol=2)
@@ -133,7 +136,7 @@ def test_reads_both_torch_save_formats(tmp_path, legacy):
     path = str(tmp_path / "weights.pth")
     save_like_torch(path, tensors, storages, legacy)
     assert zipfile.is_zipfile(path) is not legacy
-    assert_same_state_dict(torch_checkpoint.load_state_dict(path), expected)
+    assert_same_state_dict(torch_state_dict.load_state_dict(path), expected)
 
 
 @pytest.mark.parametrize("legacy", [False, True], ids=["zip", "legacy"])
@@ -146,25 +149,25 @@ def test_reads_real_torch_save_files(tmp_path, legacy):
         ("bf16", torch.tensor([1.0, 2.5], dtype=torch.bfloat16))])
     path = str(tmp_path / "real.pth")
     torch.save(state_dict, path, _use_new_zipfile_serialization=not legacy)
-    expected = {k: (v.float().numpy().astype(torch_checkpoint.STORAGE_DTYPES["BFloat16Storage"])
+    expected = {k: (v.float().numpy().astype(torch_state_dict.STORAGE_DTYPES["BFloat16Storage"])
                     if v.dtype == torch.bfloat16 else v.numpy()) for k, v in state_dict.items()}
-    assert_same_state_dict(torch_checkpoint.load_state_dict(path), expected)
+    assert_same_state_dict(torch_state_dict.load_state_dict(path), expected)
 
 
 def test_reads_npz(tmp_path):
     path = str(tmp_path / "weights.npz")
     np.savez(path, **{"a.conv.weight": np.ones((2, 3)), "b": np.arange(3)})
-    got = torch_checkpoint.load_state_dict(path)
+    got = torch_state_dict.load_state_dict(path)
     assert sorted(got) == ["a.conv.weight", "b"] and got["a.conv.weight"].shape == (2, 3)
 
 
 def test_reader_rejects_bad_files_naming_them(tmp_path):
     text = tmp_path / "notes.pth"
     text.write_text("not a checkpoint")
-    with pytest.raises(torch_checkpoint.CheckpointError, match=f"{text}.*not a PyTorch checkpoint"):
-        torch_checkpoint.load_state_dict(str(text))
-    with pytest.raises(torch_checkpoint.CheckpointError, match="no such file"):
-        torch_checkpoint.load_state_dict(str(tmp_path / "absent.pth"))
+    with pytest.raises(torch_state_dict.StateDictError, match=f"{text}.*not a PyTorch checkpoint"):
+        torch_state_dict.load_state_dict(str(text))
+    with pytest.raises(torch_state_dict.StateDictError, match="no such file"):
+        torch_state_dict.load_state_dict(str(tmp_path / "absent.pth"))
 
     class Payload:  # a pickle that would run code on load
         def __reduce__(self):
@@ -172,15 +175,15 @@ def test_reader_rejects_bad_files_naming_them(tmp_path):
     malicious = tmp_path / "malicious.pth"
     with zipfile.ZipFile(malicious, "w") as f:
         f.writestr("malicious/data.pkl", pickle.dumps({"w": Payload()}, protocol=2))
-    with pytest.raises(torch_checkpoint.CheckpointError, match=r"malicious.pth: refuses to load posix\.system"):
-        torch_checkpoint.load_state_dict(str(malicious))
+    with pytest.raises(torch_state_dict.StateDictError, match=r"malicious.pth: refuses to load posix\.system"):
+        torch_state_dict.load_state_dict(str(malicious))
 
     tensors, storages, _ = small_state_dict()
     truncated = tmp_path / "truncated.pth"
     save_like_torch(str(truncated), tensors, storages, legacy=True)
     truncated.write_bytes(truncated.read_bytes()[:-6])
-    with pytest.raises(torch_checkpoint.CheckpointError, match="truncated.pth.*storage '3'"):
-        torch_checkpoint.load_state_dict(str(truncated))
+    with pytest.raises(torch_state_dict.StateDictError, match="truncated.pth.*storage '3'"):
+        torch_state_dict.load_state_dict(str(truncated))
 
 
 def test_inception_weights_errors_name_file_and_keys(tmp_path):
@@ -189,14 +192,15 @@ def test_inception_weights_errors_name_file_and_keys(tmp_path):
                       "Conv2d_1a_3x3.bn.weight": np.ones(32, np.float32),
                       "Mixed_5b.extra.conv.weight": np.zeros((1, 1, 1, 1), np.float32),
                       "fc.weight": np.zeros((1008, 2048), np.float32)})
-    with pytest.raises(ValueError) as error:
-        inception.load_inception_variables(str(path))
+    with pytest.raises(CheckpointMismatchError) as error:
+        fid_inception.load_inception_variables(str(path))
     message = str(error.value)
     assert str(path) in message
-    assert "missing: Conv2d_1a_3x3.bn.bias" in message and "Mixed_7c.branch_pool.conv.weight" not in message
-    assert "(468 in all)" in message  # 470 used entries, 2 present
-    assert "unexpected: Mixed_5b.extra.conv.weight" in message and "fc.weight" not in message
-    assert "wrong shape: Conv2d_1a_3x3.conv.weight (2, 3, 3, 3) (expected (32, 3, 3, 3))" in message
+    assert "missing (468):\n    Conv2d_1a_3x3.bn.bias" in message  # 470 used entries, 2 present
+    assert "Mixed_7c.branch_pool.conv.weight" not in message  # long lists are cut short
+    assert f"    ... and {468 - MAX_LISTED} more" in message
+    assert "unexpected (1):\n    Mixed_5b.extra.conv.weight" in message and "fc.weight" not in message
+    assert "wrong shape (1):\n    Conv2d_1a_3x3.conv.weight: file (2, 3, 3, 3), expected (32, 3, 3, 3)" in message
 
 
 # ----------------------------------------------------------------------------- network vs TensorFlow
@@ -341,7 +345,7 @@ def test_flax_module_has_the_reference_layers():
         for key in ("bn.weight", "bn.bias", "bn.running_mean", "bn.running_var"):
             expected[f"{name}.{key}"] = shape[:1]
     assert len(TF_CONV_SHAPES) == 94
-    assert inception.expected_state_dict_shapes() == expected
+    assert fid_inception.expected_state_dict_shapes() == expected
 
 
 def test_inception_features_match_tensorflow_reference(tmp_path):
@@ -352,7 +356,7 @@ def test_inception_features_match_tensorflow_reference(tmp_path):
         storages[str(key)] = _Storage(str(key), value)
         tensors[name] = _Tensor(storages[str(key)], 0, value.shape,
                                 tuple(s // value.itemsize for s in value.strides))
-    path = str(tmp_path / inception.WEIGHTS_FILE)
+    path = str(tmp_path / fid_inception.WEIGHTS_FILE)
     save_like_torch(path, tensors, storages, legacy=True)
     images = np.random.default_rng(1).integers(0, 256, (2, 72, 88, 3), dtype=np.uint8)
 
@@ -380,19 +384,19 @@ def test_downscaling_preprocessing_matches_tensorflow():
 
 # ----------------------------------------------------------------------------- evaluation
 def test_eval_config_rejects_both_fid_sources():
-    config = evaluation.eval_defaults()
+    config = config_file("eval")
     config.fid_inception_weights = "weights.pth"
     config.fid_feature_extractor = "package.module:factory"
     with pytest.raises(evaluation.ConfigError, match="fid_inception_weights.*fid_feature_extractor"):
-        evaluation.check_eval_config(config)
+        configlib.validate_config(config)
 
 
 def test_missing_weights_fail_before_any_work(tmp_path):
-    config = evaluation.eval_defaults()
+    config = config_file("eval")
     config.fid_inception_weights = "weights/absent.pth"
     # The workdir holds no run: the weights check comes before the generator loads.
     with pytest.raises(evaluation.ConfigError,
-                       match=f"fid_inception_weights.*{tmp_path}/weights/absent.pth.*{inception.WEIGHTS_URL}"):
+                       match=f"fid_inception_weights.*{tmp_path}/weights/absent.pth.*{fid_inception.WEIGHTS_URL}"):
         evaluation.evaluate(config, str(tmp_path))
 
 
@@ -410,7 +414,7 @@ def test_evaluation_uses_inception_weights_relative_to_workdir(tmp_path, monkeyp
         raise _ExtractorChosen(weights_path)
 
     monkeypatch.setattr(fid, "inception_extractor", chosen_extractor)
-    config = evaluation.eval_defaults()
+    config = config_file("eval")
     config.fid_inception_weights = "weights/fid.npz"
     with pytest.raises(_ExtractorChosen) as chosen:
         evaluation.evaluate(config, str(tmp_path))

@@ -2,7 +2,7 @@
 an independent TensorFlow computation of that graph (tests/tf_reference.py).
 
 The TF side uses the original variable names, so these tests also check the weight import
-(`ipcgan_jax.weights.load_tf1_checkpoint`) end to end. AlexNet keeps its full conv trunk
+(`ipcgan_jax.weights.tf1.load_tf1_checkpoint`) end to end. AlexNet keeps its full conv trunk
 (227x227 input) with narrower fc layers to stay fast; G and D are the faithful sizes.
 """
 from __future__ import annotations
@@ -13,17 +13,15 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+import tf_reference
 
-pytest.importorskip("tensorflow")
-
-import tf_reference  # noqa: E402
-from ipcgan_jax import losses, preprocessing  # noqa: E402
-from ipcgan_jax.checkpointing import load_variables, save_variables  # noqa: E402
-from ipcgan_jax.convert import main as convert_main  # noqa: E402
-from ipcgan_jax.models import AlexNet, Discriminator, Generator  # noqa: E402
-from ipcgan_jax.weights import (age_classifier_variables_template,  # noqa: E402
-                                alexnet_variables_template, discriminator_variables_template,
-                                generator_variables_template, load_tf1_checkpoint)
+from ipcgan_jax import losses, preprocessing
+from ipcgan_jax.checkpointing import load_variables, save_variables
+from ipcgan_jax.convert import main as convert_main
+from ipcgan_jax.models import AlexNet, Discriminator, Generator
+from ipcgan_jax.weights.templates import (age_classifier_variables_template, alexnet_variables_template,
+                                          discriminator_variables_template, generator_variables_template)
+from ipcgan_jax.weights.tf1 import load_tf1_checkpoint
 
 SMALL_ALEXNET = AlexNet(fc_features=128, bottleneck_features=32, num_identities=40, age_fc_features=128)
 ALEXNET_OUTPUTS = ("conv1", "conv2", "conv3", "conv4", "conv5", "pool5", "fc6", "fc7",

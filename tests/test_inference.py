@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from ipcgan_jax import age, checkpointing, gan, inference, train
+from ipcgan_jax import age, checkpointing, gan, inference
+from ipcgan_jax.runlib import workdir as workdir_lib
 from ipcgan_jax.data import synthetic
 from tests.helpers import tiny_gan_config
 
@@ -22,7 +23,7 @@ def make_gan_workdir(path) -> str:
     over synthetic faces so that every BN (residual ones included) has them."""
     config = tiny_gan_config()
     workdir = str(path)
-    train.prepare_workdir(config, workdir)
+    workdir_lib.prepare_workdir(config, workdir)
     state = gan.init_state(config, jax.random.key(0))
     generator = gan.build_generator(config)
     identities = synthetic.sample_identities(4, seed=11)

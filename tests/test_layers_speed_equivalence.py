@@ -77,8 +77,9 @@ def test_unknown_deconv_impl_is_rejected():
 
 def test_config_rejects_unknown_deconv_impl():
     from ipcgan_jax import configlib
+    from tests.helpers import config_file
 
-    config = configlib.gan_defaults()
+    config = config_file("g75_conv5")
     configlib.validate_config(config)
     config.model.generator.deconv_impl = "fft"
     with pytest.raises(configlib.ConfigError, match="deconv_impl"):

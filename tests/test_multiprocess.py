@@ -17,7 +17,7 @@ import jax
 import numpy as np
 import pytest
 
-from ipcgan_jax import checkpointing, gan, train
+from ipcgan_jax import checkpointing, gan, tasks
 from tests.helpers import random_alexnet_params, tiny_gan_config
 from tests.multiprocess_worker import flatten_state, make_config
 
@@ -109,7 +109,7 @@ def test_two_processes_train_like_one_and_their_checkpoints_resume_in_one(tmp_pa
 
     one_device = jax.devices()[:1]
     reference_dir = str(tmp_path / "one_process")
-    reference = flatten_state(train.train_and_evaluate(config, reference_dir, devices=one_device))
+    reference = flatten_state(tasks.train_and_evaluate(config, reference_dir, devices=one_device))
     _assert_close(reference, multi, config.optimizer.learning_rate, STEPS)
     initial = flatten_state(gan.init_state(config, jax.random.key(config.seed)))
     moved = max(float(np.max(np.abs(initial[k] - reference[k]))) for k in reference if "g_params" in k)
@@ -137,7 +137,7 @@ def test_two_processes_train_like_one_and_their_checkpoints_resume_in_one(tmp_pa
     longer = make_config(frozen_dir, STEPS + 2)
     resumed_dir = str(tmp_path / "resumed")
     shutil.copytree(two_process_dir, resumed_dir)
-    resumed = flatten_state(train.train_and_evaluate(longer, resumed_dir, devices=one_device))
-    continued = flatten_state(train.train_and_evaluate(longer, reference_dir, devices=one_device))
+    resumed = flatten_state(tasks.train_and_evaluate(longer, resumed_dir, devices=one_device))
+    continued = flatten_state(tasks.train_and_evaluate(longer, reference_dir, devices=one_device))
     assert int(resumed[".step"]) == STEPS + 2
     _assert_close(continued, resumed, config.optimizer.learning_rate, STEPS + 2)

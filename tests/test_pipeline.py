@@ -12,16 +12,10 @@ import tensorflow_datasets as tfds
 
 from ipcgan_jax import preprocessing
 from ipcgan_jax.data import sources
-from ipcgan_jax.data.pipeline import (
-    ORDERED_PAIRS,
-    ClassifierPipeline,
-    GanPipeline,
-    PairSchedule,
-    classifier_batches,
-    eval_batches,
-    gan_batches,
-    identity_classes,
-)
+from ipcgan_jax.data.batches import classifier_batches, eval_batches, gan_batches
+from ipcgan_jax.data.pipeline import TfDataBatches
+from ipcgan_jax.data.plan import ClassifierPlan, GanPlan, identity_classes
+from ipcgan_jax.data.streams import ORDERED_PAIRS, PairSchedule
 from ipcgan_jax.data.sources import FaceSource, identity_disjoint_split, load_faces
 
 GROUP_SIZES = (13, 7, 9, 11, 6)
@@ -69,10 +63,18 @@ def noise_source() -> FaceSource:
     return FaceSource.from_arrays(arrays, name="noise")
 
 
-def small_gan(source: FaceSource, **overrides) -> GanPipeline:
+def gan_pipeline(source: FaceSource, **options) -> TfDataBatches:
+    return TfDataBatches(GanPlan(source, **options))
+
+
+def classifier_pipeline(source: FaceSource, **options) -> TfDataBatches:
+    return TfDataBatches(ClassifierPlan(source, **options))
+
+
+def small_gan(source: FaceSource, **overrides) -> TfDataBatches:
     kwargs = dict(batch_size=4, seed=3, image_size=8, alexnet_size=10)
     kwargs.update(overrides)
-    return GanPipeline(source, **kwargs)
+    return gan_pipeline(source, **kwargs)
 
 
 def assert_batches_equal(first: dict, second: dict) -> None:
@@ -119,7 +121,7 @@ def test_one_target_group_per_batch_images_match_plan(flat_source):
     pipeline = small_gan(flat_source)
     group_of = flat_source.age_group
     for batch in pipeline.batches(num_steps=12):
-        plan = pipeline.plan_at(int(batch["step"]))
+        plan = pipeline.plan.plan_at(int(batch["step"]))
         target = batch["target_group"]
         assert (target == target[0]).all() and (batch["false_group"] == batch["false_group"][0]).all()
         assert target[0] != batch["false_group"][0]
@@ -137,7 +139,7 @@ def test_one_target_group_per_batch_images_match_plan(flat_source):
 
 def test_streams_sequential_with_reshuffle_at_wrap(flat_source):
     pipeline = small_gan(flat_source)
-    plans = [pipeline.plan_at(step) for step in range(120)]
+    plans = [pipeline.plan.plan_at(step) for step in range(120)]
     for group in range(5):
         stream = np.concatenate([plan["real_index"] for plan in plans
                                  if plan["target_group"][0] == group])
@@ -152,8 +154,8 @@ def test_streams_sequential_with_reshuffle_at_wrap(flat_source):
 def test_group_order_depends_only_on_seed_group_epoch(flat_source):
     def real_stream(batch_size: int, group: int) -> np.ndarray:
         pipeline = small_gan(flat_source, batch_size=batch_size)
-        return np.concatenate([pipeline.plan_at(step)["real_index"] for step in range(60)
-                               if pipeline.plan_at(step)["target_group"][0] == group])
+        return np.concatenate([pipeline.plan.plan_at(step)["real_index"] for step in range(60)
+                               if pipeline.plan.plan_at(step)["target_group"][0] == group])
 
     for group in range(5):
         four, six = real_stream(4, group), real_stream(6, group)
@@ -162,12 +164,12 @@ def test_group_order_depends_only_on_seed_group_epoch(flat_source):
 
 
 def test_scalings_match_tf_and_jax(noise_source):
-    pipeline = GanPipeline(noise_source, batch_size=4, seed=1, image_size=16, alexnet_size=27,
+    pipeline = gan_pipeline(noise_source, batch_size=4, seed=1, image_size=16, alexnet_size=27,
                            flip=True)
     flips_seen = []
     for step in range(3):
         batch = pipeline.batch_at(step)
-        plan = pipeline.plan_at(step)
+        plan = pipeline.plan.plan_at(step)
         flips_seen.append(plan["real_flip"])
 
         def stored(kind: str) -> np.ndarray:
@@ -205,7 +207,7 @@ def test_paper_sizes_400_to_128_and_227():
     images = rng.integers(0, 256, (5, 400, 400, 3), dtype=np.uint8)
     source = FaceSource.from_arrays(
         {"image": images, "age_group": np.arange(5), "identity": np.arange(5)})
-    batch = GanPipeline(source, batch_size=1, seed=0).batch_at(0)
+    batch = gan_pipeline(source, batch_size=1, seed=0).batch_at(0)
     assert batch["source_d"].shape == (1, 128, 128, 3)
     assert batch["source_g_alexnet"].shape == (1, 227, 227, 3)
     np.testing.assert_allclose(
@@ -265,18 +267,18 @@ def test_mixed_age_batches(flat_source):
     group_of = flat_source.age_group
     pairs, reals = [], []
     for step in range(10):
-        plan = pipeline.plan_at(step)
+        plan = pipeline.plan.plan_at(step)
         assert (plan["target_group"] != plan["false_group"]).all()
         assert (group_of[plan["real_index"]] == plan["target_group"]).all()
         pairs += list(zip(plan["target_group"].tolist(), plan["false_group"].tolist()))
         reals.append(plan["real_index"])
     counts = collections.Counter(pairs)
     assert len(counts) == 20 and set(counts.values()) == {2}
-    assert any(len(set(pipeline.plan_at(step)["target_group"].tolist())) > 1 for step in range(10))
+    assert any(len(set(pipeline.plan.plan_at(step)["target_group"].tolist())) > 1 for step in range(10))
     batch = pipeline.batch_at(3)
-    np.testing.assert_array_equal(from_unit_range(batch["real"]), pipeline.plan_at(3)["real_index"])
+    np.testing.assert_array_equal(from_unit_range(batch["real"]), pipeline.plan.plan_at(3)["real_index"])
     # Per group, the real images still walk a reshuffled sequence of the group.
-    plans = [pipeline.plan_at(step) for step in range(80)]
+    plans = [pipeline.plan.plan_at(step) for step in range(80)]
     targets = np.concatenate([plan["target_group"] for plan in plans])
     real_index = np.concatenate([plan["real_index"] for plan in plans])
     for group in range(5):
@@ -287,7 +289,7 @@ def test_mixed_age_batches(flat_source):
 def test_classifier_identity_labels_shuffle_and_resume(flat_source):
     classes = identity_classes(flat_source)
     np.testing.assert_array_equal(classes, np.unique(flat_source.identity))
-    pipeline = ClassifierPipeline(flat_source, label="identity", batch_size=5, seed=4,
+    pipeline = classifier_pipeline(flat_source, label="identity", batch_size=5, seed=4,
                                   image_size=9)
     batches = list(pipeline.batches(num_steps=30))
     index = np.concatenate([from_generator_scaling(batch["image"]) for batch in batches])
@@ -300,13 +302,13 @@ def test_classifier_identity_labels_shuffle_and_resume(flat_source):
                                       image_size=9, num_steps=30, start_step=21))
     for expected, actual in zip(batches[21:], resumed):
         assert_batches_equal(expected, actual)
-    shard = ClassifierPipeline(flat_source, label="identity", batch_size=5, seed=4, image_size=9,
+    shard = classifier_pipeline(flat_source, label="identity", batch_size=5, seed=4, image_size=9,
                                process_index=1, process_count=5).batch_at(7)
     np.testing.assert_array_equal(shard["label"], batches[7]["label"][1:2])
 
 
 def test_classifier_age_group_labels(flat_source):
-    batch = ClassifierPipeline(flat_source, label="age_group", batch_size=8, seed=0,
+    batch = classifier_pipeline(flat_source, label="age_group", batch_size=8, seed=0,
                                image_size=6).batch_at(2)
     index = from_generator_scaling(batch["image"])
     np.testing.assert_array_equal(batch["label"], flat_source.age_group[index])
@@ -356,7 +358,7 @@ def test_bad_steps_and_labels(flat_source):
     with pytest.raises(ValueError, match="start_step"):
         small_gan(flat_source).batches(num_steps=3, start_step=5)
     with pytest.raises(ValueError, match="label"):
-        ClassifierPipeline(flat_source, label="gender", batch_size=2, seed=0)
+        classifier_pipeline(flat_source, label="gender", batch_size=2, seed=0)
 
 
 def test_from_arrays_errors():
@@ -438,16 +440,16 @@ def test_from_tfds_reads_labels_and_images(tmp_path):
     decoded = [source.identity_names[code] if code >= 0 else "" for code in source.identity]
     assert decoded == names
     np.testing.assert_array_equal(source.images([2, 0]), arrays["image"][order[[2, 0]]])
-    pipeline = GanPipeline(source, batch_size=2, seed=0, image_size=6, alexnet_size=7)
+    pipeline = gan_pipeline(source, batch_size=2, seed=0, image_size=6, alexnet_size=7)
     for step in range(3):
         # The pipeline decodes the encoded files in TF; `images` must agree with it.
-        batch, plan = pipeline.batch_at(step), pipeline.plan_at(step)
+        batch, plan = pipeline.batch_at(step), pipeline.plan.plan_at(step)
         assert (arrays["age_group"][from_unit_range(batch["real"])] == batch["target_group"]).all()
         expected = tf.compat.v1.image.resize_bilinear(
             source.images(plan["source_g_index"]), (7, 7), align_corners=False).numpy() - MEAN
         np.testing.assert_array_equal(batch["source_g_alexnet"], expected)
     with pytest.raises(ValueError, match="no identity"):
-        ClassifierPipeline(source, label="identity", batch_size=2, seed=0)
+        classifier_pipeline(source, label="identity", batch_size=2, seed=0)
 
 
 def test_load_faces_synthetic_is_identity_disjoint(monkeypatch):
@@ -464,7 +466,7 @@ def test_load_faces_synthetic_is_identity_disjoint(monkeypatch):
 
     # Whatever synthetic.py provides, this test checks only the split made by load_faces.
     monkeypatch.setattr(synthetic, "make_dataset", stand_in_make_dataset, raising=False)
-    sources._synthetic_arrays.cache_clear()
+    sources.synthetic_arrays.cache_clear()
     config = ml_collections.ConfigDict(dict(name="synthetic", num_identities=10,
                                             images_per_identity=5, size=8, seed=1,
                                             test_fraction=0.3))
@@ -475,4 +477,4 @@ def test_load_faces_synthetic_is_identity_disjoint(monkeypatch):
     assert train.images([0]).shape == (1, 8, 8, 3)
     with pytest.raises(ValueError, match="splits"):
         load_faces(config, "validation")
-    sources._synthetic_arrays.cache_clear()  # drop the stand-in's arrays
+    sources.synthetic_arrays.cache_clear()  # drop the stand-in's arrays

@@ -1,9 +1,14 @@
 """Tests of the procedural aging faces (ipcgan_jax.data.synthetic) and their TFDS builder."""
 
+import dlib
+import face_recognition_models
 import numpy as np
 import pytest
+import tensorflow_datasets as tfds
 
 from ipcgan_jax.data import synthetic
+from ipcgan_jax.data.age_groups import age_to_group
+from ipcgan_jax.data.synthetic_tfds import SyntheticAging, SyntheticAgingConfig
 
 SIZE = 64
 
@@ -120,10 +125,8 @@ def test_landmarks_sit_on_the_drawn_eyes_and_nose():
 
 
 def test_dlib_finds_the_faces_and_agrees_with_the_landmarks():
-    dlib = pytest.importorskip("dlib")
-    models = pytest.importorskip("face_recognition_models")
     detector = dlib.get_frontal_face_detector()
-    predictor = dlib.shape_predictor(models.pose_predictor_five_point_model_location())
+    predictor = dlib.shape_predictor(face_recognition_models.pose_predictor_five_point_model_location())
     identities = synthetic.sample_identities(5, seed=12)
     groups = np.arange(5)
     size = 128
@@ -145,6 +148,7 @@ def test_make_dataset_is_balanced_and_matches_render_faces():
     for group, (low, high) in enumerate(synthetic.AGE_GROUP_YEARS):
         ages = data["age"][data["age_group"] == group]
         assert ages.min() >= low and ages.max() <= high
+    assert [age_to_group(age) for age in data["age"]] == data["age_group"].tolist()  # the datasets' rule
     for identity in range(10):
         assert len(set(data["age_group"][data["identity"] == identity].tolist())) == 3
     identities = synthetic.IdentityAttributes.from_dict(data, "identity_attributes/")
@@ -159,9 +163,6 @@ def test_make_dataset_is_balanced_and_matches_render_faces():
 
 
 def test_tfds_builder_builds_identity_disjoint_splits(tmp_path):
-    tfds = pytest.importorskip("tensorflow_datasets")
-    from ipcgan_jax.data.synthetic_tfds import SyntheticAging, SyntheticAgingConfig
-
     config = SyntheticAgingConfig(name="tiny", num_identities=6, images_per_identity=2, size=32,
                                   seed=3, test_fraction=0.3)
     builder = SyntheticAging(config=config, data_dir=str(tmp_path))

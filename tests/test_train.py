@@ -11,7 +11,8 @@ import jax
 import numpy as np
 import pytest
 
-from ipcgan_jax import checkpointing, configlib, train
+from ipcgan_jax import checkpointing, configlib, tasks
+from ipcgan_jax.runlib import loop
 from tests.helpers import random_alexnet_params, tiny_gan_config
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -46,7 +47,7 @@ def assert_same_state(a, b):
 @pytest.fixture(scope="module")
 def uninterrupted(frozen_dir, tmp_path_factory):
     workdir = tmp_path_factory.mktemp("run") / "straight"
-    state = train.train_and_evaluate(make_config(frozen_dir), str(workdir))
+    state = tasks.train_and_evaluate(make_config(frozen_dir), str(workdir))
     return workdir, state
 
 
@@ -71,9 +72,9 @@ def test_run_writes_checkpoints_logs_and_samples(uninterrupted):
 def test_resumed_run_ends_where_an_uninterrupted_one_does(frozen_dir, uninterrupted, tmp_path):
     _, straight = uninterrupted
     workdir = str(tmp_path / "resumed")
-    first = train.train_and_evaluate(make_config(frozen_dir, num_steps=2), workdir)
+    first = tasks.train_and_evaluate(make_config(frozen_dir, num_steps=2), workdir)
     assert int(first.step) == 2
-    resumed = train.train_and_evaluate(make_config(frozen_dir), workdir)
+    resumed = tasks.train_and_evaluate(make_config(frozen_dir), workdir)
     assert_same_state(resumed, straight)
     events = [json.loads(l).get("event") for l in open(os.path.join(workdir, "metrics.jsonl"))]
     assert events.count("resumed") == 1
@@ -82,14 +83,14 @@ def test_resumed_run_ends_where_an_uninterrupted_one_does(frozen_dir, uninterrup
 def test_resume_ignores_a_save_killed_midway(frozen_dir, uninterrupted, tmp_path):
     _, straight = uninterrupted
     workdir = tmp_path / "killed"
-    train.train_and_evaluate(make_config(frozen_dir, num_steps=2), str(workdir))
+    tasks.train_and_evaluate(make_config(frozen_dir, num_steps=2), str(workdir))
     # What an asynchronous save killed mid-flight leaves behind: a temporary folder.
     partial = workdir / "checkpoints" / "3.orbax-checkpoint-tmp-1234567890"
     shutil.copytree(workdir / "checkpoints" / "2", partial)
     for sub in sorted(partial.rglob("*"))[::2]:
         if sub.is_file():
             sub.unlink()
-    resumed = train.train_and_evaluate(make_config(frozen_dir), str(workdir))
+    resumed = tasks.train_and_evaluate(make_config(frozen_dir), str(workdir))
     assert_same_state(resumed, straight)
 
 
@@ -102,11 +103,11 @@ def test_sigkill_then_rerun_matches_uninterrupted(frozen_dir, uninterrupted, tmp
         sys.path.insert(0, {ROOT!r})
         import tests.conftest
         from tests.test_train import make_config
-        from ipcgan_jax import train
+        from ipcgan_jax import tasks
         import pathlib
         config = make_config(pathlib.Path({str(frozen_dir)!r}))
         config.checkpoint.every = 1
-        train.train_and_evaluate(config, {str(workdir)!r})
+        tasks.train_and_evaluate(config, {str(workdir)!r})
     """)
     proc = subprocess.Popen([sys.executable, "-c", script], cwd=ROOT)
     checkpoints = workdir / "checkpoints"
@@ -120,8 +121,40 @@ def test_sigkill_then_rerun_matches_uninterrupted(frozen_dir, uninterrupted, tmp
     proc.wait()
     config = make_config(frozen_dir)
     config.checkpoint.every = 1
-    resumed = train.train_and_evaluate(config, str(workdir))
+    resumed = tasks.train_and_evaluate(config, str(workdir))
     assert_same_state(resumed, straight)
+
+
+def test_numpy_backend_trains_without_tensorflow_to_the_same_state(frozen_dir, uninterrupted, tmp_path):
+    """A host without TensorFlow trains with data.backend='numpy' (nothing of the trainer,
+    its writers or its data imports TensorFlow), to the parameters tf.data's batches give."""
+    _, straight = uninterrupted
+    workdir, state_file = tmp_path / "numpy_backend", tmp_path / "state.npz"
+    script = textwrap.dedent(f"""
+        import sys
+        sys.modules["tensorflow"] = None  # any import of TensorFlow now fails
+        sys.modules["tensorflow_datasets"] = None
+        sys.path.insert(0, {ROOT!r})
+        import pathlib
+        import numpy as np
+        import tests.conftest
+        from tests.multiprocess_worker import flatten_state
+        from tests.test_train import make_config
+        from ipcgan_jax import tasks
+        config = make_config(pathlib.Path({str(frozen_dir)!r}), **{{"data.backend": "numpy"}})
+        state = tasks.train_and_evaluate(config, {str(workdir)!r})
+        np.savez({str(state_file)!r}, **flatten_state(state))
+    """)
+    result = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True,
+                            timeout=600)
+    assert result.returncode == 0, result.stderr[-4000:]
+    from tests.multiprocess_worker import flatten_state
+    expected = flatten_state(straight)
+    with np.load(state_file) as got:
+        assert sorted(got.files) == sorted(expected)
+        for key, value in expected.items():
+            np.testing.assert_array_equal(got[key], value, err_msg=key)
+    assert any(f.startswith("events.out.tfevents") for f in os.listdir(workdir / "tensorboard"))
 
 
 def test_sigterm_saves_and_exits(frozen_dir, tmp_path, monkeypatch):
@@ -130,7 +163,7 @@ def test_sigterm_saves_and_exits(frozen_dir, tmp_path, monkeypatch):
     config.checkpoint.every = 1000
     real_step = {}
 
-    original = train._StopRequest.any_process
+    original = loop.StopRequest.any_process
 
     def preempt_at_step_3(self):
         real_step["calls"] = real_step.get("calls", 0) + 1
@@ -138,8 +171,8 @@ def test_sigterm_saves_and_exits(frozen_dir, tmp_path, monkeypatch):
             os.kill(os.getpid(), signal.SIGTERM)
         return original(self)
 
-    monkeypatch.setattr(train._StopRequest, "any_process", preempt_at_step_3)
-    state = train.train_and_evaluate(config, str(workdir))
+    monkeypatch.setattr(loop.StopRequest, "any_process", preempt_at_step_3)
+    state = tasks.train_and_evaluate(config, str(workdir))
     assert int(state.step) == 3
     assert os.listdir(workdir / "checkpoints") == ["3"]
     events = [json.loads(l).get("event") for l in open(workdir / "metrics.jsonl")]
@@ -165,7 +198,7 @@ def test_bad_config_fails_at_start_naming_the_key(frozen_dir, tmp_path, override
                 parent = parent[p]
             parent[last] = value
     with pytest.raises(configlib.ConfigError) as err:
-        train.train_and_evaluate(config, str(tmp_path / "bad"))
+        tasks.train_and_evaluate(config, str(tmp_path / "bad"))
     assert message in str(err.value)
     assert not (tmp_path / "bad").exists(), "nothing may be written for a rejected config"
 
@@ -174,7 +207,7 @@ def test_missing_frozen_network_says_which_command_makes_it(frozen_dir, tmp_path
     config = make_config(frozen_dir)
     config.frozen.age_classifier = str(tmp_path / "nowhere")
     with pytest.raises(checkpointing.CheckpointError) as err:
-        train.train_and_evaluate(config, str(tmp_path / "w"))
+        tasks.train_and_evaluate(config, str(tmp_path / "w"))
     assert "frozen.age_classifier" in str(err.value)
     assert "configs/age_classifier.py" in str(err.value)
 
@@ -184,11 +217,11 @@ def test_workdir_of_another_tool_or_config_is_refused(frozen_dir, tmp_path):
     (foreign / "checkpoints").mkdir(parents=True)
     (foreign / "checkpoints" / "notes.txt").write_text("mine")
     with pytest.raises(configlib.ConfigError, match="not written by ipcgan_jax"):
-        train.train_and_evaluate(make_config(frozen_dir), str(foreign))
+        tasks.train_and_evaluate(make_config(frozen_dir), str(foreign))
     assert (foreign / "checkpoints" / "notes.txt").read_text() == "mine"
 
 
 def test_resume_with_a_changed_config_is_refused(frozen_dir, uninterrupted):
     workdir, _ = uninterrupted
     with pytest.raises(configlib.ConfigError, match="loss.age_weight"):
-        train.train_and_evaluate(make_config(frozen_dir, **{"loss.age_weight": 1.0}), str(workdir))
+        tasks.train_and_evaluate(make_config(frozen_dir, **{"loss.age_weight": 1.0}), str(workdir))

@@ -10,13 +10,15 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+import tf_reference
 
 from ipcgan_jax.convert import main as convert_main
 from ipcgan_jax.models import AlexNet, Discriminator, Generator
-from ipcgan_jax.weights import (STEADY_STATE_UPDATES, CheckpointMismatchError,
-                                age_classifier_variables_template, alexnet_variables_template,
-                                discriminator_variables_template, generator_variables_template,
-                                load_bvlc_alexnet, load_tf1_checkpoint)
+from ipcgan_jax.weights.bvlc import load_bvlc_alexnet
+from ipcgan_jax.weights.mismatch import CheckpointMismatchError
+from ipcgan_jax.weights.templates import (age_classifier_variables_template, alexnet_variables_template,
+                                          discriminator_variables_template, generator_variables_template)
+from ipcgan_jax.weights.tf1 import STEADY_STATE_UPDATES, load_tf1_checkpoint
 
 
 def count(tree) -> int:
@@ -77,21 +79,14 @@ def tiny_generator_arrays(shadows: bool, seed: int = 0) -> dict[str, np.ndarray]
     return arrays
 
 
-@pytest.fixture(scope="module")
-def tf_reference():
-    pytest.importorskip("tensorflow")
-    import tf_reference
-    return tf_reference
-
-
-def load_tiny(tf_reference, tmp_path, arrays):
+def load_tiny(tmp_path, arrays):
     prefix = tf_reference.write_tf1_checkpoint(str(tmp_path / "tiny.model-1"), arrays)
     return load_tf1_checkpoint(prefix, expect={"generator": generator_variables_template(TINY, 16)})
 
 
-def test_tf1_names_map_onto_flax_variables(tf_reference, tmp_path):
+def test_tf1_names_map_onto_flax_variables(tmp_path):
     arrays = tiny_generator_arrays(shadows=True)
-    variables, report = load_tiny(tf_reference, tmp_path, arrays)
+    variables, report = load_tiny(tmp_path, arrays)
     params, stats = variables["generator"]["params"], variables["generator"]["batch_stats"]
     np.testing.assert_array_equal(params["deconv1"]["kernel"], arrays["generator/deconv1/weights"])
     np.testing.assert_array_equal(params["unit_0"]["conv2"]["bias"], arrays["generator/unit_0/sub2/conv2/biases"])
@@ -106,9 +101,9 @@ def test_tf1_names_map_onto_flax_variables(tf_reference, tmp_path):
     assert report.steady_state_batch_norms == ()
 
 
-def test_missing_shadows_continue_as_plain_moving_average(tf_reference, tmp_path):
+def test_missing_shadows_continue_as_plain_moving_average(tmp_path):
     arrays = tiny_generator_arrays(shadows=False)
-    variables, report = load_tiny(tf_reference, tmp_path, arrays)
+    variables, report = load_tiny(tmp_path, arrays)
     assert len(report.steady_state_batch_norms) == 7
     stats = variables["generator"]["batch_stats"]["bn1"]
     assert stats["num_updates"] == STEADY_STATE_UPDATES
@@ -126,13 +121,13 @@ def test_missing_shadows_continue_as_plain_moving_average(tf_reference, tmp_path
                                0.9 * arrays["generator/bn1/moving_mean"] + 0.1 * batch_mean, rtol=1e-5, atol=1e-5)
 
 
-def test_mismatch_lists_missing_unexpected_and_misshaped(tf_reference, tmp_path):
+def test_mismatch_lists_missing_unexpected_and_misshaped(tmp_path):
     arrays = tiny_generator_arrays(shadows=True)
     del arrays["generator/unit_0/sub1/conv1/weights"]
     arrays["generator/conv9/weights"] = np.zeros((3, 3, 2, 2), np.float32)
     arrays["generator/bn3/gamma"] = np.ones(5, np.float32)
     with pytest.raises(CheckpointMismatchError) as error:
-        load_tiny(tf_reference, tmp_path, arrays)
+        load_tiny(tmp_path, arrays)
     message = str(error.value)
     assert "tiny.model-1" in message
     assert "missing (1):" in message and "generator/unit_0/sub1/conv1/weights" in message
@@ -140,21 +135,21 @@ def test_mismatch_lists_missing_unexpected_and_misshaped(tf_reference, tmp_path)
     assert "wrong shape (1):" in message and "generator/bn3/gamma: checkpoint (5,), expected (8,)" in message
 
 
-def test_incomplete_shadows_are_reported_missing(tf_reference, tmp_path):
+def test_incomplete_shadows_are_reported_missing(tmp_path):
     arrays = tiny_generator_arrays(shadows=True)
     name = "generator/bn2/generator/bn2/moving_variance/local_step"
     del arrays[name]
     with pytest.raises(CheckpointMismatchError, match=name):
-        load_tiny(tf_reference, tmp_path, arrays)
+        load_tiny(tmp_path, arrays)
 
 
-def test_bookkeeping_names_are_ignored_and_counted(tf_reference, tmp_path):
+def test_bookkeeping_names_are_ignored_and_counted(tmp_path):
     arrays = tiny_generator_arrays(shadows=True)
     extra = {"global_step": np.array(5, np.int64), "beta1_power": np.array(0.5, np.float32),
              "beta2_power_1": np.array(0.9, np.float32),
              "generator/conv1/weights/Adam": np.zeros(TINY_CONVS["conv1"], np.float32),
              "generator/conv1/weights/Adam_1": np.zeros(TINY_CONVS["conv1"], np.float32)}
-    _, report = load_tiny(tf_reference, tmp_path, {**arrays, **extra})
+    _, report = load_tiny(tmp_path, {**arrays, **extra})
     assert sorted(report.ignored) == sorted(extra) and report.num_ignored == 5
 
 
@@ -164,7 +159,6 @@ def test_unknown_network_name_is_refused():
 
 
 def test_missing_checkpoint_names_the_path(tmp_path):
-    pytest.importorskip("tensorflow")
     with pytest.raises(FileNotFoundError, match="nothere.model-1"):
         load_tf1_checkpoint(str(tmp_path / "nothere.model-1"), expect={})
 
@@ -186,7 +180,7 @@ def write_bvlc(path, rng, **overrides) -> dict:
 
 def test_bvlc_npy_loads_trunk_and_reports_fc8(tmp_path, caplog):
     layers = write_bvlc(tmp_path / "bvlc_alexnet.npy", np.random.RandomState(0))
-    with caplog.at_level(logging.INFO, logger="ipcgan_jax.weights"):
+    with caplog.at_level(logging.INFO, logger="ipcgan_jax.weights.bvlc"):
         params = load_bvlc_alexnet(str(tmp_path / "bvlc_alexnet.npy"),
                                    expect=alexnet_variables_template(SMALL_ALEXNET))
     assert sorted(params) == ["conv1", "conv2", "conv3", "conv4", "conv5", "fc6", "fc7"]

@@ -1,6 +1,7 @@
 """Age -> age group, as in IPCGAN (SPEC §1): 11-20, 21-30, 31-40, 41-50, 51+.
 
 Each boundary is the inclusive upper age of a group; the last group is open-ended.
+The defaults are IPCGAN's (`constants.AGE_GROUP_UPPER_AGES`, `constants.MIN_AGE`).
 Ages below `min_age` (11 by default) belong to no group: the model never saw children,
 so the builders drop such images and count them in their skip report instead of filing
 a 5-year-old under "11-20". CACD's ages are 14..62, so nothing is dropped there.
@@ -10,11 +11,10 @@ from __future__ import annotations
 
 from typing import Sequence
 
-DEFAULT_BOUNDARIES: tuple[int, ...] = (20, 30, 40, 50)
-DEFAULT_MIN_AGE = 11
+from ipcgan_jax.constants import AGE_GROUP_UPPER_AGES, MIN_AGE
 
 
-def validate_boundaries(boundaries: Sequence[int], min_age: int = DEFAULT_MIN_AGE) -> None:
+def validate_boundaries(boundaries: Sequence[int], min_age: int = MIN_AGE) -> None:
     """Raises ValueError unless the boundaries are integers, strictly increasing, >= min_age."""
     if len(boundaries) == 0:
         raise ValueError("age group boundaries must not be empty")
@@ -30,8 +30,8 @@ def validate_boundaries(boundaries: Sequence[int], min_age: int = DEFAULT_MIN_AG
 
 def age_to_group(
     age: int,
-    boundaries: Sequence[int] = DEFAULT_BOUNDARIES,
-    min_age: int = DEFAULT_MIN_AGE,
+    boundaries: Sequence[int] = AGE_GROUP_UPPER_AGES,
+    min_age: int = MIN_AGE,
 ) -> int:
     """Returns the 0-based age group of `age` (upper boundaries inclusive).
 
@@ -47,8 +47,8 @@ def age_to_group(
 
 
 def age_group_labels(
-    boundaries: Sequence[int] = DEFAULT_BOUNDARIES,
-    min_age: int = DEFAULT_MIN_AGE,
+    boundaries: Sequence[int] = AGE_GROUP_UPPER_AGES,
+    min_age: int = MIN_AGE,
 ) -> tuple[str, ...]:
     """Display labels of the groups, e.g. ("11-20", "21-30", "31-40", "41-50", "51+")."""
     validate_boundaries(boundaries, min_age)

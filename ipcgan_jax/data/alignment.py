@@ -10,43 +10,22 @@ scale, translation; Umeyama 1991) from the landmarks to a fixed template.
 Coordinates: points are (x, y) with pixel centres at integers (dlib's convention). A 2x3
 `transform` maps original-image points to aligned-image points: ``q = A @ p + t``.
 
-The template is dlib's mean 5-point face (the one `dlib.get_face_chip` uses), in which
-the 68-point face spans the unit square (brow top 0, chin 1). `padding` widens that
-square by this fraction of its side on every side, and `vertical_shift` moves the face
-down (positive) as a fraction of the output size to trade chin room for forehead room.
+The template (where the 5 landmarks land in the crop) is one of the named ones of
+`ipcgan_jax.data.face_templates`: "cacd" by default, or "utkface".
 """
 
 from __future__ import annotations
 
 import dataclasses
 import math
-import multiprocessing
-import os
-from typing import Callable, Iterator, Literal, Sequence
+from typing import Callable, Literal, Sequence
 
 import numpy as np
 from PIL import Image
-from tqdm import tqdm
 
-from ipcgan_jax.data.images import ImageReadError, read_image
-
-# dlib's shape_predictor_5_face_landmarks order: 0/1 outer/inner corner of the eye on the
-# image's right, 2/3 outer/inner corner of the eye on the image's left, 4 nose base.
-# Values copied from dlib/image_transforms/interpolation.h (get_face_chip_details).
-DLIB_FIVE_POINT_TEMPLATE = np.array(
-    [
-        [0.8595674595992, 0.2134981538014],
-        [0.6460604764104, 0.2289674387677],
-        [0.1205750620789, 0.2137274526848],
-        [0.3340850613712, 0.2290642403242],
-        [0.4901123135679, 0.6277975316475],
-    ],
-    dtype=np.float64,
-)
+from ipcgan_jax.data.face_templates import DEFAULT_TEMPLATE, get_template
 
 DEFAULT_OUTPUT_SIZE = 400
-DEFAULT_PADDING = 0.2
-DEFAULT_VERTICAL_SHIFT = 0.03
 
 # box: (left, top, right, bottom) in pixels. A detector returns [(box, score), ...].
 FaceDetectorFn = Callable[[np.ndarray, int], Sequence[tuple[Sequence[float], float]]]
@@ -130,11 +109,18 @@ def invert_transform(transform: np.ndarray) -> np.ndarray:
 
 def face_template(
     output_size: int,
-    padding: float = DEFAULT_PADDING,
-    vertical_shift: float = DEFAULT_VERTICAL_SHIFT,
+    padding: float | None = None,
+    vertical_shift: float | None = None,
+    template: str = DEFAULT_TEMPLATE,
 ) -> np.ndarray:
-    """The (5, 2) landmark positions, in output pixels, that every face is aligned to."""
-    normalised = (DLIB_FIVE_POINT_TEMPLATE + padding) / (1.0 + 2.0 * padding)
+    """The (5, 2) landmark positions, in output pixels, that every face is aligned to.
+
+    padding, vertical_shift: None keeps the named template's own.
+    """
+    named = get_template(template)
+    padding = named.padding if padding is None else padding
+    vertical_shift = named.vertical_shift if vertical_shift is None else vertical_shift
+    normalised = (named.points + padding) / (1.0 + 2.0 * padding)
     normalised = normalised + np.array([0.0, vertical_shift])
     # Normalised 0..1 spans the outer pixel edges; pixel centres sit half a pixel inside.
     return normalised * output_size - 0.5
@@ -249,22 +235,29 @@ class FaceAligner:
 
     Args:
       output_size: side of the aligned square in pixels.
-      padding: margin around the mean face, as a fraction of its size (see module doc).
-      vertical_shift: downward shift of the face, as a fraction of the output size.
+      padding: margin around the face frame, as a fraction of its size (see module doc);
+        None: the template's.
+      vertical_shift: downward shift of the face, as a fraction of the output size; None:
+        the template's.
       upsample: how many times dlib doubles the image before detecting (finds small faces,
         costs 4x time per step).
       face_detector, landmark_predictor: stand-ins for dlib (tests, other models).
+      template: a name in `FACE_TEMPLATES` ("cacd", "utkface").
     """
 
     def __init__(
         self,
         output_size: int = DEFAULT_OUTPUT_SIZE,
-        padding: float = DEFAULT_PADDING,
-        vertical_shift: float = DEFAULT_VERTICAL_SHIFT,
+        padding: float | None = None,
+        vertical_shift: float | None = None,
         upsample: int = 1,
         face_detector: FaceDetectorFn | None = None,
         landmark_predictor: LandmarkPredictorFn | None = None,
+        template: str = DEFAULT_TEMPLATE,
     ) -> None:
+        named = get_template(template)
+        padding = named.padding if padding is None else padding
+        vertical_shift = named.vertical_shift if vertical_shift is None else vertical_shift
         if output_size < 8:
             raise ValueError(f"output_size must be at least 8 pixels, got {output_size}")
         if padding < 0:
@@ -275,7 +268,8 @@ class FaceAligner:
         self.padding = float(padding)
         self.vertical_shift = float(vertical_shift)
         self.upsample = int(upsample)
-        self.template = face_template(self.output_size, self.padding, self.vertical_shift)
+        self.template_name = template
+        self.template = face_template(self.output_size, self.padding, self.vertical_shift, template)
         self._face_detector = face_detector if face_detector is not None else DlibFaceDetector()
         self._landmark_predictor = (
             landmark_predictor if landmark_predictor is not None else DlibFivePointPredictor()
@@ -399,99 +393,3 @@ def crop_and_resize(image: np.ndarray, output_size: int) -> np.ndarray:
     if side != output_size:
         square = square.resize((output_size, output_size), Image.Resampling.LANCZOS)
     return np.asarray(square)
-
-
-@dataclasses.dataclass(frozen=True)
-class FaceCropResult:
-    """The crop made from one file, or why there is none (`image` None, `reason` set)."""
-
-    path: str
-    image: np.ndarray | None
-    reason: str | None
-    num_faces_found: int
-
-
-AlignerFactory = Callable[..., "FaceAligner"]
-
-# Per-worker-process aligner, set once by the Pool initializer. multiprocessing offers no
-# other way to give each worker an unpicklable object (the dlib models) built only once.
-_worker_aligner: list[FaceAligner | None] = []
-
-
-def prepare_face_crops(
-    paths: Sequence[str],
-    *,
-    output_size: int,
-    aligner_factory: AlignerFactory | None,
-    aligner_kwargs: dict | None = None,
-    num_workers: int | None = None,
-    progress_description: str = "Aligning faces",
-) -> Iterator[FaceCropResult]:
-    """Reads and aligns many files in parallel, yielding results in the order of `paths`.
-
-    Args:
-      paths: image files.
-      output_size: side of every crop.
-      aligner_factory: builds a `FaceAligner`-like object (has `.align(image)`) in each
-        worker as ``aligner_factory(output_size=output_size, **aligner_kwargs)``; None means
-        the files are aligned crops already and are only centre-cropped and resized.
-      num_workers: processes to use (None: every core; 1: this process, no pool).
-        Workers are forked so that injected factories need not be picklable.
-    """
-    settings = (aligner_factory, dict(aligner_kwargs or {}), int(output_size))
-    workers = (os.cpu_count() or 1) if num_workers is None else max(1, int(num_workers))
-    workers = min(workers, max(1, len(paths)))
-    progress = tqdm(total=len(paths), desc=progress_description, unit="img")
-    try:
-        if workers == 1:
-            aligner = _build_aligner(settings)
-            for path in paths:
-                yield _crop_one_file(path, aligner, int(output_size))
-                progress.update(1)
-            return
-        context = multiprocessing.get_context("fork")
-        with context.Pool(workers, initializer=_initialise_worker, initargs=(settings,)) as pool:
-            tasks = [(path, int(output_size)) for path in paths]
-            chunk_size = max(1, min(16, len(paths) // (4 * workers)))
-            for result in pool.imap(_crop_in_worker, tasks, chunksize=chunk_size):
-                yield result
-                progress.update(1)
-    finally:
-        progress.close()
-
-
-def _build_aligner(settings: tuple) -> FaceAligner | None:
-    aligner_factory, aligner_kwargs, output_size = settings
-    if aligner_factory is None:
-        return None
-    return aligner_factory(output_size=output_size, **aligner_kwargs)
-
-
-def _initialise_worker(settings: tuple) -> None:
-    _worker_aligner.clear()
-    _worker_aligner.append(_build_aligner(settings))
-
-
-def _crop_in_worker(task: tuple[str, int]) -> FaceCropResult:
-    path, output_size = task
-    return _crop_one_file(path, _worker_aligner[0], output_size)
-
-
-def _crop_one_file(path: str, aligner: FaceAligner | None, output_size: int) -> FaceCropResult:
-    try:
-        image = read_image(path)
-    except ImageReadError as error:
-        return FaceCropResult(path, None, error.reason, 0)
-    if aligner is None:
-        return FaceCropResult(path, crop_and_resize(image, output_size), None, 1)
-    try:
-        aligned = aligner.align(image)
-    except Exception as error:  # a detector failure on one file must not stop a build
-        return FaceCropResult(path, None, f"alignment failed ({type(error).__name__}: {error})", 0)
-    if aligned is None:
-        return FaceCropResult(path, None, "no face found", 0)
-    if aligned.image.shape != (output_size, output_size, 3):
-        raise ValueError(
-            f"aligner returned a {aligned.image.shape} crop, expected {(output_size, output_size, 3)}"
-        )
-    return FaceCropResult(path, aligned.image, None, aligned.num_faces_found)

@@ -2,10 +2,12 @@
 
   python -m ipcgan_jax.data.build cacd --manual_dir=/data/cacd --data_dir=~/tensorflow_datasets
   python -m ipcgan_jax.data.build image_folder --manual_dir=/data/utkface --config=prealigned
+  python -m ipcgan_jax.data.build image_folder --config=utkface --manual_dir=/data/utk_a,/data/utk_b
   python -m ipcgan_jax.data.build synthetic_aging --config=small_64
 
 cacd: `manual_dir` holds `CACD2000/` and `celebrity2000_meta.mat`. image_folder:
-`manual_dir` holds the images and a CSV (columns path, age, optional identity).
+`manual_dir` holds the images and a CSV (columns path, age, optional identity); several
+folders, comma-separated, build into one dataset.
 Overriding a setting (e.g. --aligned_size=256) builds a config of its own name, so
 datasets built with different settings never overwrite each other. Skipped images are
 listed in build_report.json beside the dataset.
@@ -19,21 +21,21 @@ import sys
 
 import tensorflow_datasets as tfds
 
-from ipcgan_jax.data.cacd import Cacd
-from ipcgan_jax.data.image_folder import ImageFolder
-from ipcgan_jax.data.synthetic_tfds import SyntheticAging, SyntheticAgingConfig
+from ipcgan_jax.data.sources import TFDS_BUILDERS, tfds_builder_class
+from ipcgan_jax.data.synthetic_tfds import SyntheticAgingConfig
 
-BUILDERS = {"cacd": Cacd, "image_folder": ImageFolder, "synthetic_aging": SyntheticAging}
 _OVERRIDABLE = ("aligned_size", "test_fraction", "split_seed", "csv_name", "min_age")
 _SYNTHETIC_SETTINGS = ("num_identities", "images_per_identity", "size", "seed", "test_fraction")
 
 
 def make_builder(dataset: str, *, data_dir: str | None = None, config: str | None = None,
-                 num_workers: int | None = None, **overrides) -> tfds.core.DatasetBuilder:
-    """The TFDS builder of `dataset` with `config` (default: the builder's) and overrides."""
-    if dataset not in BUILDERS:
-        raise ValueError(f"unknown dataset {dataset!r}; choose from {sorted(BUILDERS)}")
-    cls = BUILDERS[dataset]
+                 num_workers: int | None = None, manual_dirs: list[str] | None = None,
+                 **overrides) -> tfds.core.DatasetBuilder:
+    """The TFDS builder of `dataset` with `config` (default: the builder's) and overrides;
+    `manual_dirs`: several folders to build into one dataset (cacd, image_folder)."""
+    if dataset not in TFDS_BUILDERS:
+        raise ValueError(f"unknown dataset {dataset!r}; choose from {sorted(TFDS_BUILDERS)}")
+    cls = tfds_builder_class(dataset)
     configs = {c.name: c for c in cls.BUILDER_CONFIGS}
     name = config or getattr(cls, "DEFAULT_CONFIG_NAME", None) or cls.BUILDER_CONFIGS[0].name
     if name not in configs:
@@ -55,14 +57,17 @@ def make_builder(dataset: str, *, data_dir: str | None = None, config: str | Non
               "file_format": "array_record"}  # random access for the training pipeline
     if num_workers is not None and dataset != "synthetic_aging":
         kwargs["num_workers"] = num_workers
+    if manual_dirs and dataset != "synthetic_aging":
+        kwargs["manual_dirs"] = manual_dirs
     return cls(**kwargs)
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
-    parser.add_argument("dataset", choices=sorted(BUILDERS))
-    parser.add_argument("--manual_dir", help="folder with the raw images (cacd, image_folder)")
+    parser.add_argument("dataset", choices=sorted(TFDS_BUILDERS))
+    parser.add_argument("--manual_dir", help="folder with the raw images (cacd, image_folder); "
+                        "several, comma-separated, build into one dataset")
     parser.add_argument("--data_dir", help="TFDS data dir (default: ~/tensorflow_datasets)")
     parser.add_argument("--config", help="builder config name")
     parser.add_argument("--num_workers", type=int, help="alignment processes (default: every core)")
@@ -74,16 +79,18 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.dataset != "synthetic_aging" and not args.manual_dir:
         parser.error(f"{args.dataset} needs --manual_dir")
-    if args.manual_dir and not os.path.isdir(os.path.expanduser(args.manual_dir)):
-        parser.error(f"--manual_dir {args.manual_dir!r} is not a folder")
+    manual_dirs = [os.path.expanduser(d) for d in args.manual_dir.split(",")] if args.manual_dir else []
+    for manual_dir in manual_dirs:
+        if not os.path.isdir(manual_dir):
+            parser.error(f"--manual_dir {manual_dir!r} is not a folder")
     try:
         builder = make_builder(args.dataset, data_dir=args.data_dir, config=args.config,
                                num_workers=args.num_workers,
+                               manual_dirs=manual_dirs if len(manual_dirs) > 1 else None,
                                **{k: getattr(args, k) for k in _OVERRIDABLE})
     except ValueError as e:
         parser.error(str(e))
-    download_config = tfds.download.DownloadConfig(
-        manual_dir=os.path.expanduser(args.manual_dir) if args.manual_dir else None)
+    download_config = tfds.download.DownloadConfig(manual_dir=manual_dirs[0] if manual_dirs else None)
     builder.download_and_prepare(download_config=download_config)
     print(f"built {builder.name}/{builder.builder_config.name} in {builder.data_dir}")
     for split, info in builder.info.splits.items():

@@ -28,7 +28,7 @@ import scipy.io
 import tensorflow_datasets as tfds
 from etils import epath
 
-from ipcgan_jax.data.image_folder import AlignedFaceBuilder, AlignedFaceBuilderConfig, FaceRecord
+from ipcgan_jax.data.face_builder import AlignedFaceBuilder, AlignedFaceBuilderConfig, FaceRecord
 
 METADATA_FILE_NAME = "celebrity2000_meta.mat"
 IMAGE_FOLDER_NAME = "CACD2000"

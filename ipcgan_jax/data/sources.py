@@ -14,16 +14,18 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
+from tqdm import tqdm
 
-NUM_AGE_GROUPS = 5
+from ipcgan_jax.constants import NUM_AGE_GROUPS
+from ipcgan_jax.data import packed, synthetic
 
-# Builder name -> (candidate modules, class) for `load_faces`; imported lazily so that a
-# missing optional builder only matters to the dataset that needs it.
-_TFDS_BUILDERS = {
-    "cacd": (("ipcgan_jax.data.cacd",), "Cacd"),
-    "image_folder": (("ipcgan_jax.data.image_folder",), "ImageFolder"),
-    "synthetic_aging": (
-        ("ipcgan_jax.data.synthetic_tfds", "ipcgan_jax.data.synthetic"), "SyntheticAging"),
+# Dataset name -> (module, class) of its TFDS builder, for `load_faces` and the build CLI.
+# Imported when first used, so that reading one dataset never imports the code of the
+# others (alignment, dlib).
+TFDS_BUILDERS = {
+    "cacd": ("ipcgan_jax.data.cacd", "Cacd"),
+    "image_folder": ("ipcgan_jax.data.image_folder", "ImageFolder"),
+    "synthetic_aging": ("ipcgan_jax.data.synthetic_tfds", "SyntheticAging"),
 }
 _IN_MEMORY_NAMES = ("synthetic",)
 
@@ -140,15 +142,14 @@ class FaceSource:
         """
         import tensorflow as tf
         import tensorflow_datasets as tfds
-        from tqdm import tqdm
 
         kwargs: dict[str, Any] = {}
         if data_dir is not None:
             kwargs["data_dir"] = data_dir
         if builder_config is not None:
             kwargs["config"] = builder_config
-        if isinstance(builder, str) and builder in _TFDS_BUILDERS:
-            builder = _import_builder(builder)
+        if isinstance(builder, str) and builder in TFDS_BUILDERS:
+            builder = tfds_builder_class(builder)
         if isinstance(builder, str):
             dataset_builder = tfds.builder(builder, **kwargs)
         else:
@@ -265,13 +266,12 @@ def _optional_field(data_config: Any, field: str) -> str | None:
 
 
 @functools.lru_cache(maxsize=1)
-def _synthetic_arrays(num_identities: int, images_per_identity: int, size: int, seed: int
-                      ) -> dict[str, np.ndarray]:
-    """The rendered synthetic set, read-only. Kept for the process because rendering takes
-    seconds per thousand faces and the demo's four runs and both splits read the same set."""
-    from ipcgan_jax.data.synthetic import make_dataset
-
-    arrays = make_dataset(num_identities, images_per_identity, size=size, seed=seed)
+def synthetic_arrays(num_identities: int, images_per_identity: int, size: int, seed: int
+                     ) -> dict[str, np.ndarray]:
+    """`synthetic.make_dataset`'s arrays, read-only, cached for the process (the last set;
+    `synthetic_arrays.cache_clear()` drops it): rendering takes seconds per thousand faces
+    and the demo's four runs and both splits read the same set."""
+    arrays = synthetic.make_dataset(num_identities, images_per_identity, size=size, seed=seed)
     for value in arrays.values():
         value.flags.writeable = False
     return arrays
@@ -286,7 +286,7 @@ def _load_synthetic(data_config: Any, split: str) -> FaceSource:
     size = int(_config_field(data_config, "size"))
     seed = int(_config_field(data_config, "seed"))
     test_fraction = float(_config_field(data_config, "test_fraction"))
-    arrays = _synthetic_arrays(num_identities, images_per_identity, size, seed)
+    arrays = synthetic_arrays(num_identities, images_per_identity, size, seed)
     train, test = identity_disjoint_split(np.asarray(arrays["identity"]), test_fraction, seed)
     chosen = train if split == "train" else test
     return FaceSource.from_arrays(
@@ -296,19 +296,10 @@ def _load_synthetic(data_config: Any, split: str) -> FaceSource:
     )
 
 
-def _import_builder(name: str) -> type:
-    module_names, class_name = _TFDS_BUILDERS[name]
-    for module_name in module_names:
-        try:
-            module = importlib.import_module(module_name)
-        except ModuleNotFoundError as error:
-            if error.name != module_name:
-                raise
-            continue
-        if hasattr(module, class_name):
-            return getattr(module, class_name)
-    raise ImportError(f"TFDS builder {class_name} for dataset '{name}' not found in "
-                      f"{', '.join(module_names)}")
+def tfds_builder_class(name: str) -> type:
+    """The TFDS builder class of dataset `name` (a key of `TFDS_BUILDERS`)."""
+    module_name, class_name = TFDS_BUILDERS[name]
+    return getattr(importlib.import_module(module_name), class_name)
 
 
 def load_faces(data_config: Any, split: str) -> FaceSource:
@@ -318,15 +309,21 @@ def load_faces(data_config: Any, split: str) -> FaceSource:
     images_per_identity, size, seed, test_fraction; splits 'train'/'test', disjoint in
     identity) or a TFDS builder 'cacd' | 'image_folder' | 'synthetic_aging' read from
     data_config.data_dir with data_config.builder_config ('' or absent: the TFDS default
-    data_dir / the builder's default config).
+    data_dir / the builder's default config). A non-empty data_config.packed_path reads
+    the split packed from that dataset instead, without TensorFlow (`data.packed`).
     """
     name = data_config.get("name") if hasattr(data_config, "get") else getattr(
         data_config, "name", None)
+    packed_path = _optional_field(data_config, "packed_path")
+    if packed_path:
+        packed_split = packed.read_split(packed_path, split, dataset=name)
+        return dataclasses.replace(FaceSource.from_arrays(packed_split.arrays, packed_split.name),
+                                   identity_names=packed_split.identity_names)
     if name in _IN_MEMORY_NAMES:
         return _load_synthetic(data_config, split)
-    if name not in _TFDS_BUILDERS:
-        known = ", ".join(repr(n) for n in (*_IN_MEMORY_NAMES, *_TFDS_BUILDERS))
+    if name not in TFDS_BUILDERS:
+        known = ", ".join(repr(n) for n in (*_IN_MEMORY_NAMES, *TFDS_BUILDERS))
         raise ValueError(f"data config field 'name' is {name!r}; expected one of {known}")
-    builder_class = _import_builder(name)
+    builder_class = tfds_builder_class(name)
     return FaceSource.from_tfds(builder_class, split, _optional_field(data_config, "data_dir"),
                                 _optional_field(data_config, "builder_config"))

@@ -29,11 +29,17 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import numpy as np
 
-NUM_AGE_GROUPS = 5
-# Inclusive age ranges in years drawn for each group (CACD's ages stop at 62).
-AGE_GROUP_YEARS: tuple[tuple[int, int], ...] = ((11, 20), (21, 30), (31, 40), (41, 50), (51, 62))
+import numpy as np
+from tqdm import tqdm
+
+from ipcgan_jax.constants import AGE_GROUP_UPPER_AGES, MIN_AGE, NUM_AGE_GROUPS
+
+# Inclusive age ranges in years drawn for each group: IPCGAN's groups, the open-ended last
+# one stopping where CACD's ages do.
+OLDEST_AGE = 62
+AGE_GROUP_YEARS: tuple[tuple[int, int], ...] = tuple(zip(
+    (MIN_AGE, *(upper + 1 for upper in AGE_GROUP_UPPER_AGES)), (*AGE_GROUP_UPPER_AGES, OLDEST_AGE)))
 
 # Per-group strength of each age attribute (rows: groups 0..4), all non-decreasing in the
 # group except `youth`, which only marks the teenage group. The steps between adjacent
@@ -981,6 +987,4 @@ def _progress_chunks(total: int, chunk: int, show_progress: bool, description: s
     bounds = [(start, min(start + chunk, total)) for start in range(0, total, chunk)]
     if not show_progress:
         return bounds
-    from tqdm import tqdm
-
     return tqdm(bounds, desc=description, unit="chunk")

@@ -16,9 +16,9 @@ from typing import Iterator
 import numpy as np
 import tensorflow_datasets as tfds
 
+from ipcgan_jax.constants import AGE_GROUP_LABELS
 from ipcgan_jax.data import synthetic
 
-AGE_GROUP_NAMES = ("11-20", "21-30", "31-40", "41-50", "51+")
 VERSION = "1.1.0"
 _RENDER_BATCH = 256
 
@@ -67,7 +67,7 @@ class SyntheticAging(tfds.core.GeneratorBasedBuilder):
             features=tfds.features.FeaturesDict({
                 "image": tfds.features.Image(shape=(size, size, 3)),
                 "age": tfds.features.Scalar(dtype=np.int32),
-                "age_group": tfds.features.ClassLabel(names=AGE_GROUP_NAMES),
+                "age_group": tfds.features.ClassLabel(names=AGE_GROUP_LABELS),
                 "identity": tfds.features.Scalar(dtype=np.int32),
             }),
             supervised_keys=("image", "age_group"),

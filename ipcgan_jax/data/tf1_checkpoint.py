@@ -1,7 +1,7 @@
 """Reading TF1 name-based checkpoints (the official IPCGAN's `*.model-<step>` files).
 
 This is the only place the weight import touches TensorFlow; it is imported lazily so
-that importing this module (or `ipcgan_jax.weights`) does not load TensorFlow.
+that importing this module (or `ipcgan_jax.weights.tf1`) does not load TensorFlow.
 """
 from __future__ import annotations
 

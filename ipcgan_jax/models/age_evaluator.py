@@ -46,7 +46,7 @@ class AgeEvaluator(nn.Module):
 
     images: (N, image_size, image_size, 3) RGB scaled to [-1, 1] (pixels / 127.5 - 1),
     resized with TF1's legacy bilinear resize (`ipcgan_jax.preprocessing`); use
-    `ipcgan_jax.classifiers.predict_age_groups` to go from uint8 faces of any size.
+    `ipcgan_jax.age_evaluator.predict_age_groups` to go from uint8 faces of any size.
     Architecture: a 3x3 stem, then one stage per entry of `stage_features` (the first at
     stride 1, the others at stride 2) of `blocks_per_stage` residual blocks, global
     average pooling and a linear layer.

@@ -17,8 +17,6 @@ from ipcgan_jax.models.layers import Dtype
 ACTIVATIONS = ("conv1", "pool1", "norm1", "conv2", "pool2", "norm2", "conv3", "conv4",
                "conv5", "pool5", "fc6", "fc7", "new_1", "identity_logits",
                "age_fc6", "age_fc7", "age_logits")
-# Layers the identity feature loss may use (SPEC §5).
-FEATURE_LAYERS = ("conv1", "conv2", "conv3", "conv4", "conv5", "pool5", "fc6", "fc7")
 _IDENTITY_OUTPUTS = {"fc6", "fc7", "new_1", "identity_logits"}
 _AGE_OUTPUTS = {"age_fc6", "age_fc7", "age_logits"}
 

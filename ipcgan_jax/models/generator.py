@@ -5,7 +5,12 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from ipcgan_jax.constants import CAFFE_MEAN_BGR
 from ipcgan_jax.models.layers import ConvTransposeSame, Dtype, TFBatchNorm, conv_init, one_hot_maps
+
+# Residual output: the source pixel's pre-tanh value is clipped so that atanh stays finite
+# (0.999 is pixel 0.13 from either end of 0..255).
+_RESIDUAL_CLIP = 0.999
 
 
 class ResidualBlock(nn.Module):
@@ -38,6 +43,11 @@ class Generator(nn.Module):
     `base_features` 32 and 6 residual blocks are the paper's network (1,976,611
     parameters); smaller values are for quick runs only. `deconv_impl` picks how the two
     transposed convs are computed ('subpixel' or 'conv_transpose', the same function).
+
+    `residual_output` (a variant; the original is False): the last conv's output is added
+    to the source image before the tanh, `tanh(atanh(source) + conv4(x))`, with conv4
+    starting at zero, so G starts as the identity map and learns the change of age
+    instead of redrawing the whole face (docs/real_faces.md gives the measurements).
     """
 
     base_features: int = 32
@@ -45,6 +55,7 @@ class Generator(nn.Module):
     num_groups: int = 5
     bn_epsilon: float = 1e-3
     deconv_impl: str = "subpixel"
+    residual_output: bool = False
     dtype: Dtype = jnp.float32
 
     @nn.compact
@@ -65,5 +76,11 @@ class Generator(nn.Module):
             x = ResidualBlock(4 * f, self.bn_epsilon, self.dtype, name=f"unit_{i}")(x, train)
         x = nn.relu(bn("bn4")(ConvTransposeSame(2 * f, dtype=self.dtype, impl=self.deconv_impl, name="deconv1")(x), train))
         x = nn.relu(bn("bn5")(ConvTransposeSame(f, dtype=self.dtype, impl=self.deconv_impl, name="deconv2")(x), train))
-        x = conv(3, 7, 1, "conv4")(x)
-        return jnp.tanh(x.astype(jnp.float32))
+        if not self.residual_output:
+            x = conv(3, 7, 1, "conv4")(x)
+            return jnp.tanh(x.astype(jnp.float32))
+        delta = nn.Conv(3, (7, 7), padding="SAME", kernel_init=nn.initializers.zeros, dtype=self.dtype,
+                        param_dtype=jnp.float32, name="conv4")(x)
+        source = (images.astype(jnp.float32) + jnp.asarray(CAFFE_MEAN_BGR, jnp.float32)) / 127.5 - 1.0
+        source = jnp.arctanh(jnp.clip(source, -_RESIDUAL_CLIP, _RESIDUAL_CLIP))
+        return jnp.tanh(source + delta.astype(jnp.float32))

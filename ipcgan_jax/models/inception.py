@@ -6,7 +6,7 @@ reproduced here: Mixed_5b/c/d, 6b-e, 7b average-pool with count_include_pad=Fals
 average pool ignores padding), Mixed_7c max-pools instead, 1008 classes, no aux logits.
 Every conv is BasicConv2d: conv without bias, BatchNorm (eps 1e-3, running statistics),
 ReLU. Flax module names are the torch state-dict names (`Mixed_5b/branch1x1/conv`), so
-`inception_variables` maps pytorch-fid's `pt_inception-2015-12-05-6726825d.pth` one to one.
+`ipcgan_jax.weights.fid_inception` maps pytorch-fid's weights file onto them one to one.
 
 Input as pytorch-fid's `InceptionV3([3])` with resize_input and normalize_input: RGB
 (N, H, W, 3), uint8 or float in [0, 1]; bilinear resize to 299 x 299 (half-pixel centres,
@@ -14,21 +14,12 @@ no antialiasing: `F.interpolate(..., align_corners=False)`), then scaled to [-1,
 """
 from __future__ import annotations
 
-from typing import Any, Mapping
-
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
-import numpy as np
-from flax import traverse_util
 
 INPUT_SIZE = 299
 FEATURES = 2048
-WEIGHTS_FILE = "pt_inception-2015-12-05-6726825d.pth"
-WEIGHTS_URL = f"https://github.com/mseitzer/pytorch-fid/releases/download/fid_weights/{WEIGHTS_FILE}"
-# State-dict entries the FID network carries but pool3 features do not use.
-UNUSED_KEYS = ("fc.weight", "fc.bias")
-UNUSED_SUFFIX = ".num_batches_tracked"
 
 # FID numbers are compared across implementations: full float32 convolutions (no TF32 /
 # bf16 passes on accelerators).
@@ -183,68 +174,3 @@ class FIDInceptionV3(nn.Module):
         x = InceptionE(max_pool=False, name="Mixed_7b")(x)
         x = InceptionE(max_pool=True, name="Mixed_7c")(x)
         return jnp.mean(x, axis=(1, 2))
-
-
-# (collection, Flax leaf, torch suffix, Flax array -> torch layout)
-_LEAVES = (("params", ("conv", "kernel"), "conv.weight", (3, 2, 0, 1)),
-           ("params", ("bn", "scale"), "bn.weight", None),
-           ("params", ("bn", "bias"), "bn.bias", None),
-           ("batch_stats", ("bn", "mean"), "bn.running_mean", None),
-           ("batch_stats", ("bn", "var"), "bn.running_var", None))
-
-
-def expected_state_dict_shapes() -> dict[str, tuple[int, ...]]:
-    """torch state-dict key -> torch shape of every entry the pool3 features use."""
-    shapes = jax.eval_shape(FIDInceptionV3().init, jax.random.key(0),
-                            jax.ShapeDtypeStruct((1, INPUT_SIZE, INPUT_SIZE, 3), jnp.float32))
-    expected = {}
-    for path, leaf in traverse_util.flatten_dict(shapes).items():
-        collection, *module_path = path
-        leaf = leaf.shape
-        for leaf_collection, flax_leaf, torch_suffix, torch_axes in _LEAVES:
-            if collection == leaf_collection and tuple(module_path[-2:]) == flax_leaf:
-                torch_shape = tuple(leaf[a] for a in torch_axes) if torch_axes else tuple(leaf)
-                expected[".".join(module_path[:-2] + [torch_suffix])] = torch_shape
-                break
-        else:
-            raise AssertionError(f"no torch name for Flax variable {path}")
-    return expected
-
-
-def inception_variables(state_dict: Mapping[str, np.ndarray], source: str = "state dict") -> dict[str, Any]:
-    """pytorch-fid's FIDInceptionV3 state dict -> Flax variables of `FIDInceptionV3`.
-
-    Raises ValueError naming `source` and every missing, unexpected or mis-shaped key
-    (fc.* and BatchNorm num_batches_tracked are accepted and unused)."""
-    expected = expected_state_dict_shapes()
-    present = {k for k in state_dict if k not in UNUSED_KEYS and not k.endswith(UNUSED_SUFFIX)}
-    missing = sorted(set(expected) - present)
-    unexpected = sorted(present - set(expected))
-    misshaped = [f"{k} {tuple(np.shape(state_dict[k]))} (expected {expected[k]})"
-                 for k in sorted(present & set(expected)) if tuple(np.shape(state_dict[k])) != expected[k]]
-    if missing or unexpected or misshaped:
-        problems = []
-        for label, keys in (("missing", missing), ("unexpected", unexpected), ("wrong shape", misshaped)):
-            if keys:
-                shown = ", ".join(keys[:8]) + (f", ... ({len(keys)} in all)" if len(keys) > 8 else "")
-                problems.append(f"{label}: {shown}")
-        raise ValueError(f"{source} is not pytorch-fid's FID InceptionV3 state dict ({WEIGHTS_FILE}): "
-                         + "; ".join(problems))
-    flat = {}
-    for key in expected:
-        module_path, torch_suffix = key.split(".")[:-2], ".".join(key.split(".")[-2:])
-        for collection, flax_leaf, suffix, torch_axes in _LEAVES:
-            if suffix == torch_suffix:
-                value = np.asarray(state_dict[key], np.float32)
-                if torch_axes:  # torch (out, in, kh, kw) -> Flax (kh, kw, in, out)
-                    value = np.transpose(value, (2, 3, 1, 0))
-                flat[(collection, *module_path, *flax_leaf)] = value
-    return traverse_util.unflatten_dict(flat)
-
-
-def load_inception_variables(path: str) -> dict[str, Any]:
-    """Flax variables from pytorch-fid's weights file (`WEIGHTS_FILE`, either torch.save
-    format) or an .npz with the same keys."""
-    from ipcgan_jax import torch_checkpoint
-
-    return inception_variables(torch_checkpoint.load_state_dict(path), source=path)

@@ -36,7 +36,7 @@ STORAGE_DTYPES = {
 }
 
 
-class CheckpointError(ValueError):
+class StateDictError(ValueError):
     """A file that is not a readable PyTorch state dict (or .npz)."""
 
 
@@ -90,38 +90,38 @@ class _StateDictUnpickler(pickle.Unpickler):
         try:
             return _ALLOWED_GLOBALS[(module, name)]
         except KeyError:
-            raise CheckpointError(f"{self._path}: refuses to load {module}.{name}: only tensor state dicts are "
+            raise StateDictError(f"{self._path}: refuses to load {module}.{name}: only tensor state dicts are "
                                   "read (no arbitrary objects)") from None
 
     def persistent_load(self, saved_id: Any) -> _StorageRef:
         if not (isinstance(saved_id, tuple) and len(saved_id) in (5, 6) and saved_id[0] == "storage"
                 and isinstance(saved_id[1], _StorageType)):
-            raise CheckpointError(f"{self._path}: unsupported persistent id {saved_id!r} (not a tensor storage)")
+            raise StateDictError(f"{self._path}: unsupported persistent id {saved_id!r} (not a tensor storage)")
         _, storage_type, key, _location, numel = saved_id[:5]
         if len(saved_id) == 6 and saved_id[5] is not None:
-            raise CheckpointError(f"{self._path}: storage views (torch < 0.4 files) are not supported")
+            raise StateDictError(f"{self._path}: storage views (torch < 0.4 files) are not supported")
         return _StorageRef(str(key), storage_type.dtype, int(numel))
 
 
 def _unpickle(file: io.BufferedIOBase, path: str) -> Any:
     try:
         return _StateDictUnpickler(file, path).load()
-    except CheckpointError:
+    except StateDictError:
         raise
     except Exception as error:
-        raise CheckpointError(f"{path}: corrupt PyTorch checkpoint ({type(error).__name__}: {error})") from None
+        raise StateDictError(f"{path}: corrupt PyTorch checkpoint ({type(error).__name__}: {error})") from None
 
 
 def _tensor_from_storage(pending: _PendingTensor, storage: np.ndarray, path: str) -> np.ndarray:
     """Copies the strided view; checks the view lies inside the storage first."""
     size, stride, offset = pending.size, pending.stride, pending.offset
     if len(size) != len(stride) or offset < 0 or any(s < 0 for s in size) or any(s < 0 for s in stride):
-        raise CheckpointError(f"{path}: bad tensor layout size {size} stride {stride} offset {offset}")
+        raise StateDictError(f"{path}: bad tensor layout size {size} stride {stride} offset {offset}")
     if 0 in size:
         return np.zeros(size, storage.dtype)
     last = offset + sum((n - 1) * s for n, s in zip(size, stride))
     if last >= len(storage):
-        raise CheckpointError(f"{path}: tensor of size {size} stride {stride} offset {offset} overruns its "
+        raise StateDictError(f"{path}: tensor of size {size} stride {stride} offset {offset} overruns its "
                               f"storage of {len(storage)} elements (truncated or corrupt file)")
     itemsize = storage.dtype.itemsize
     view = np.lib.stride_tricks.as_strided(storage[offset:], shape=size, strides=[s * itemsize for s in stride],
@@ -131,15 +131,15 @@ def _tensor_from_storage(pending: _PendingTensor, storage: np.ndarray, path: str
 
 def _materialise(obj: Any, storages: dict[str, np.ndarray], path: str) -> dict[str, np.ndarray]:
     if not isinstance(obj, dict):
-        raise CheckpointError(f"{path}: holds a {type(obj).__name__}, not a state dict (name -> tensor)")
+        raise StateDictError(f"{path}: holds a {type(obj).__name__}, not a state dict (name -> tensor)")
     state_dict = {}
     for name, value in obj.items():
         if not isinstance(name, str) or not isinstance(value, _PendingTensor):
-            raise CheckpointError(f"{path}: entry {name!r} is a {type(value).__name__}, not a tensor; "
+            raise StateDictError(f"{path}: entry {name!r} is a {type(value).__name__}, not a tensor; "
                                   "expected a plain state dict (name -> tensor)")
         storage = storages.get(value.storage.key)
         if storage is None:
-            raise CheckpointError(f"{path}: tensor {name!r} refers to missing storage {value.storage.key!r}")
+            raise StateDictError(f"{path}: tensor {name!r} refers to missing storage {value.storage.key!r}")
         state_dict[name] = _tensor_from_storage(value, storage, path)
     return state_dict
 
@@ -147,7 +147,7 @@ def _materialise(obj: Any, storages: dict[str, np.ndarray], path: str) -> dict[s
 def _storage_array(data: bytes, ref: _StorageRef, byteorder: str, path: str) -> np.ndarray:
     dtype = ref.dtype.newbyteorder("<" if byteorder == "little" else ">") if ref.dtype.itemsize > 1 else ref.dtype
     if len(data) != ref.numel * dtype.itemsize:
-        raise CheckpointError(f"{path}: storage {ref.key!r} has {len(data)} bytes, expected "
+        raise StateDictError(f"{path}: storage {ref.key!r} has {len(data)} bytes, expected "
                               f"{ref.numel} x {dtype.itemsize} (truncated or corrupt file)")
     return np.frombuffer(data, dtype).astype(ref.dtype.newbyteorder("="))
 
@@ -159,7 +159,7 @@ def _collect_refs(obj: Any) -> list[_StorageRef]:
 def _read_zip(path: str, archive: zipfile.ZipFile) -> dict[str, np.ndarray]:
     pickles = [n for n in archive.namelist() if n.endswith("/data.pkl") or n == "data.pkl"]
     if len(pickles) != 1:
-        raise CheckpointError(f"{path}: a zip file but not a PyTorch checkpoint (no single data.pkl record)")
+        raise StateDictError(f"{path}: a zip file but not a PyTorch checkpoint (no single data.pkl record)")
     prefix = pickles[0][:-len("data.pkl")]
     byteorder = "little"
     if prefix + "byteorder" in archive.namelist():
@@ -172,13 +172,13 @@ def _read_zip(path: str, archive: zipfile.ZipFile) -> dict[str, np.ndarray]:
             try:
                 data = archive.read(record)
             except KeyError:
-                raise CheckpointError(f"{path}: missing storage record {record}") from None
+                raise StateDictError(f"{path}: missing storage record {record}") from None
             storages[ref.key] = _storage_array(data, ref, byteorder, path)
     return _materialise(obj, storages, path)
 
 
 def _read_legacy(path: str, file: io.BufferedIOBase) -> dict[str, np.ndarray]:
-    not_torch = CheckpointError(f"{path}: not a PyTorch checkpoint (neither the zip nor the legacy "
+    not_torch = StateDictError(f"{path}: not a PyTorch checkpoint (neither the zip nor the legacy "
                                 "torch.save format) nor an .npz")
     try:
         magic = pickle.load(file)
@@ -190,22 +190,22 @@ def _read_legacy(path: str, file: io.BufferedIOBase) -> dict[str, np.ndarray]:
         protocol = pickle.load(file)
         system = pickle.load(file)
     except Exception as error:
-        raise CheckpointError(f"{path}: corrupt legacy PyTorch checkpoint header ({error})") from None
+        raise StateDictError(f"{path}: corrupt legacy PyTorch checkpoint header ({error})") from None
     if protocol != LEGACY_PROTOCOL_VERSION:
-        raise CheckpointError(f"{path}: unsupported legacy PyTorch protocol version {protocol!r}")
+        raise StateDictError(f"{path}: unsupported legacy PyTorch protocol version {protocol!r}")
     byteorder = "little" if not isinstance(system, dict) or system.get("little_endian", True) else "big"
     obj = _unpickle(file, path)
     refs = {ref.key: ref for ref in _collect_refs(obj)}
     try:
         keys = pickle.load(file)
     except Exception as error:
-        raise CheckpointError(f"{path}: corrupt legacy PyTorch checkpoint (storage keys: {error})") from None
+        raise StateDictError(f"{path}: corrupt legacy PyTorch checkpoint (storage keys: {error})") from None
     storages = {}
     for key in keys:
         count = np.frombuffer(file.read(8), "<i8" if byteorder == "little" else ">i8")
         ref = refs.get(key)
         if len(count) != 1 or ref is None or int(count[0]) != ref.numel:
-            raise CheckpointError(f"{path}: storage {key!r} does not match its tensors (truncated or corrupt file)")
+            raise StateDictError(f"{path}: storage {key!r} does not match its tensors (truncated or corrupt file)")
         storages[key] = _storage_array(file.read(ref.numel * ref.dtype.itemsize), ref, byteorder, path)
     return _materialise(obj, storages, path)
 
@@ -215,13 +215,13 @@ def _read_npz(path: str) -> dict[str, np.ndarray]:
         with np.load(path, allow_pickle=False) as archive:
             return {name: archive[name] for name in archive.files}
     except ValueError as error:
-        raise CheckpointError(f"{path}: unreadable .npz ({error})") from None
+        raise StateDictError(f"{path}: unreadable .npz ({error})") from None
 
 
 def load_state_dict(path: str) -> dict[str, np.ndarray]:
     """name -> numpy array from a `torch.save`d state dict (zip or legacy format) or an .npz."""
     if not os.path.isfile(path):
-        raise CheckpointError(f"{path}: no such file")
+        raise StateDictError(f"{path}: no such file")
     if zipfile.is_zipfile(path):
         with zipfile.ZipFile(path) as archive:
             names = archive.namelist()

@@ -1,0 +1,40 @@
+"""Constants of the IPCGAN setting, defined once for the whole package.
+
+Plain Python values only (no jax, numpy or TensorFlow import), so every layer of the
+package, the data code included, can import this module.
+"""
+from __future__ import annotations
+
+# The Caffe ImageNet mean in Caffe's BGR channel order (B 104, G 117, R 124). The original
+# code subtracts it from RGB images channel by channel without reordering, i.e. 104 from
+# R and 124 from B; the pretrained networks were trained on inputs scaled that way, so
+# every input path here does the same (SPEC §7).
+CAFFE_MEAN_BGR = (104.0, 117.0, 124.0)
+
+# Age groups (SPEC §1): the inclusive upper age of every group but the last, open-ended
+# one, and the youngest age of the first group. `data.age_groups` maps ages with these;
+# its `age_group_labels()` of them is AGE_GROUP_LABELS (tested).
+AGE_GROUP_UPPER_AGES = (20, 30, 40, 50)
+MIN_AGE = 11
+AGE_GROUP_LABELS = ("11-20", "21-30", "31-40", "41-50", "51+")
+NUM_AGE_GROUPS = len(AGE_GROUP_LABELS)
+
+# AlexNet parameter names (models.AlexNet) by part: the conv trunk; the identity head on
+# pool5 (fc6 and fc7 as in Caffe, new_1 and new_2 added for the CACD identities); the age
+# head trained on the frozen trunk.
+ALEXNET_TRUNK_LAYERS = ("conv1", "conv2", "conv3", "conv4", "conv5")
+ALEXNET_IDENTITY_HEAD_LAYERS = ("fc6", "fc7", "new_1", "new_2")
+ALEXNET_IDENTITY_LAYERS = ALEXNET_TRUNK_LAYERS + ALEXNET_IDENTITY_HEAD_LAYERS
+ALEXNET_AGE_HEAD_LAYERS = ("age_fc6", "age_fc7", "age_fc8")
+# The layers `bvlc_alexnet.npy` (ImageNet AlexNet) provides; its fc8 is ImageNet's classes.
+BVLC_ALEXNET_LAYERS = ALEXNET_TRUNK_LAYERS + ("fc6", "fc7")
+# AlexNet activations the identity feature loss may use (SPEC §5; config loss.feature_layer).
+FEATURE_LAYERS = ("conv1", "conv2", "conv3", "conv4", "conv5", "pool5", "fc6", "fc7")
+
+# How the generator's BatchNorms run at inference (ipcgan_jax.inference; config bn_mode):
+# 'moving' averages everywhere, or 'single', the original's residual BNs on the one image's
+# own statistics.
+BN_MODES = ("moving", "single")
+
+# Input pipelines of the trainers (config data.backend): tf.data, or numpy without TensorFlow.
+DATA_BACKENDS = ("tfdata", "numpy")

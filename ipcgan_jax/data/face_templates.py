@@ -1,0 +1,102 @@
+"""Named face templates: where an aligned crop puts the 5 landmarks.
+
+The template says where the 5 landmarks land in the crop. Its points sit in a unit face
+frame; `padding` widens that frame by this fraction of its side on every side to make the
+crop, and `vertical_shift` moves the face down (positive) as a fraction of the output
+size, trading chin room for forehead room. Named templates (`FACE_TEMPLATES`), each with
+its own padding and shift:
+
+- "cacd" (the default): dlib's mean 5-point face (the one `dlib.get_face_chip` uses), in
+  which the 68-point face spans the unit square (brow top 0, chin 1); padding 0.2,
+  shift 0.03: the tight CACD crops of SPEC §8.
+- "utkface": the framing of UTKFace's "aligned and cropped" 200x200 chips, the robust
+  mean of the landmarks dlib finds on them (benchmarks/bench_utkface_framing.py), so
+  that a photo aligned with it is framed like the chips a model was trained on.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+
+# dlib's shape_predictor_5_face_landmarks order: 0/1 outer/inner corner of the eye on the
+# image's right, 2/3 outer/inner corner of the eye on the image's left, 4 nose base.
+# Values copied from dlib/image_transforms/interpolation.h (get_face_chip_details).
+DLIB_FIVE_POINT_TEMPLATE = np.array(
+    [
+        [0.8595674595992, 0.2134981538014],
+        [0.6460604764104, 0.2289674387677],
+        [0.1205750620789, 0.2137274526848],
+        [0.3340850613712, 0.2290642403242],
+        [0.4901123135679, 0.6277975316475],
+    ],
+    dtype=np.float64,
+)
+
+# UTKFace's chips: the robust mean of dlib's 5 landmarks, same order, as fractions of the
+# chip side (0..1 spans the outer pixel edges), over 17,723 of the 18,987 chips of
+# ../shared/data/utkface_{dev,more} (dlib finds no face on 638; 626 lie far from the
+# median face), measured by benchmarks/bench_utkface_framing.py (docs/real_faces.md).
+# Close to dlib's mean face at padding 0.195 and shift 0.004.
+UTKFACE_CHIP_LANDMARKS = np.array(
+    [
+        [0.7595, 0.3008],
+        [0.6074, 0.3091],
+        [0.2254, 0.2997],
+        [0.3784, 0.3089],
+        [0.4928, 0.5925],
+    ],
+    dtype=np.float64,
+)
+
+DEFAULT_PADDING = 0.2
+DEFAULT_VERTICAL_SHIFT = 0.03
+DEFAULT_TEMPLATE = "cacd"
+
+
+@dataclasses.dataclass(frozen=True)
+class FaceTemplate:
+    """A named crop layout: landmark `points` (5, 2) in the unit face frame, and the
+    `padding` and `vertical_shift` that place that frame in the crop (module doc)."""
+
+    points: np.ndarray
+    padding: float
+    vertical_shift: float
+
+
+def fit_padding_and_shift(crop_points: np.ndarray) -> tuple[float, float]:
+    """The (padding, vertical_shift) that put dlib's mean face closest to `crop_points`.
+
+    crop_points: (5, 2) landmark positions as fractions of the crop side. A template
+    point is 0.5 + s * (T - 0.5) + (0, shift) with s = 1 / (1 + 2 padding): linear in
+    (s, shift), so least squares gives both.
+    """
+    centred = DLIB_FIVE_POINT_TEMPLATE - 0.5
+    design = np.zeros((10, 2))
+    design[:5, 0], design[5:, 0], design[5:, 1] = centred[:, 0], centred[:, 1], 1.0
+    target = np.concatenate([crop_points[:, 0] - 0.5, crop_points[:, 1] - 0.5])
+    (scale, shift), *_ = np.linalg.lstsq(design, target, rcond=None)
+    return float((1.0 / scale - 1.0) / 2.0), float(shift)
+
+
+def _template_from_crop_points(crop_points: np.ndarray) -> FaceTemplate:
+    """The template that reproduces `crop_points` exactly, its face frame placed where
+    dlib's mean face fits them best (so that the frame means the same in every
+    template: the face box `ipcgan_jax.identity` hands dlib's landmark model)."""
+    padding, shift = fit_padding_and_shift(crop_points)
+    points = (crop_points - np.array([0.0, shift])) * (1.0 + 2.0 * padding) - padding
+    return FaceTemplate(points=points, padding=padding, vertical_shift=shift)
+
+
+FACE_TEMPLATES: dict[str, FaceTemplate] = {
+    "cacd": FaceTemplate(DLIB_FIVE_POINT_TEMPLATE, DEFAULT_PADDING, DEFAULT_VERTICAL_SHIFT),
+    "utkface": _template_from_crop_points(UTKFACE_CHIP_LANDMARKS),
+}
+
+
+def get_template(name: str) -> FaceTemplate:
+    """The named template; ValueError naming the choices for an unknown name."""
+    if name not in FACE_TEMPLATES:
+        raise ValueError(f"unknown alignment template {name!r}; choose from {sorted(FACE_TEMPLATES)}")
+    return FACE_TEMPLATES[name]

@@ -1,0 +1,119 @@
+"""A run's workdir: the guard that records its config and refuses a foreign one, and the
+export of a trained network into WORKDIR/export."""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from typing import Any
+
+import jax
+import ml_collections
+
+from ipcgan_jax import checkpointing, parallel
+from ipcgan_jax.configlib import ConfigError
+
+PyTree = Any
+CONFIG_FILE = "config.json"
+EXPORT_DIR = "export"
+# Settings a resumed run may change: they do not alter the training trajectory (the data
+# schedule does not depend on num_steps, so training can be extended; both input backends
+# give identical batches).
+RESUMABLE_CHANGES = frozenset({"num_steps", "log_every", "sample_every", "checkpoint.keep_last",
+                               "checkpoint.keep_every", "checkpoint.async_save", "data.prefetch",
+                               "data.backend", "data.packed_path"})
+# Fields added after runs were recorded, with the value that reproduces those runs: a
+# recorded config without the key resumes under that value.
+FIELDS_ADDED_LATER = {"model.generator.residual_output": False}
+
+
+def prepare_workdir(config: ml_collections.ConfigDict, workdir: str) -> None:
+    """Creates `workdir`, records the config, and refuses to resume under another config
+    (except for `RESUMABLE_CHANGES`, e.g. a larger num_steps to extend training).
+
+    A workdir holding a `checkpoints/` folder without this project's config file was not
+    written by a run of this project: refuse rather than touch it. What a run writes is
+    its own; anything else in the workdir is the user's and untouched."""
+    os.makedirs(workdir, exist_ok=True)
+    config_path = os.path.join(workdir, CONFIG_FILE)
+    current = json.loads(config.to_json_best_effort(sort_keys=True))
+    if os.path.exists(config_path):
+        with open(config_path) as f:
+            recorded = json.load(f)
+        changed = sorted(key for key in _diff_keys(recorded, current) - RESUMABLE_CHANGES
+                         if not _added_later_at_default(recorded, current, key))
+        if changed:
+            raise ConfigError(
+                f"{workdir} holds a run with a different config (changed keys: {', '.join(changed)}); "
+                "resume it with the same config or choose a new --workdir")
+        if recorded != current and jax.process_index() == 0:
+            with open(config_path, "w") as f:
+                json.dump(current, f, indent=2, sort_keys=True)
+        return
+    if os.path.exists(os.path.join(workdir, checkpointing.CHECKPOINTS_DIR)):
+        raise ConfigError(f"{workdir}/{checkpointing.CHECKPOINTS_DIR} exists but was not written by "
+                          f"ipcgan_jax (no {CONFIG_FILE}); choose a new --workdir")
+    if jax.process_index() == 0:
+        with open(config_path, "w") as f:
+            json.dump(current, f, indent=2, sort_keys=True)
+
+
+def _lookup(tree: dict, key: str) -> Any:
+    for part in key.split("."):
+        if not isinstance(tree, dict) or part not in tree:
+            return _MISSING
+        tree = tree[part]
+    return tree
+
+
+_MISSING = object()
+
+
+def _added_later_at_default(recorded: dict, current: dict, key: str) -> bool:
+    return (key in FIELDS_ADDED_LATER and _lookup(recorded, key) is _MISSING
+            and _lookup(current, key) == FIELDS_ADDED_LATER[key])
+
+
+def _diff_keys(a: Any, b: Any, prefix: str = "") -> set[str]:
+    if isinstance(a, dict) and isinstance(b, dict):
+        out = set()
+        for key in set(a) | set(b):
+            out |= _diff_keys(a.get(key), b.get(key), f"{prefix}{key}.")
+        return out
+    return set() if a == b else {prefix.rstrip(".")}
+
+
+def has_export(workdir: str) -> bool:
+    """Whether the run in `workdir` completed its export."""
+    return os.path.isdir(os.path.join(workdir, EXPORT_DIR, checkpointing.VARIABLES_DIR))
+
+
+def write_export(workdir: str, variables: PyTree, metadata: dict) -> str:
+    """Writes WORKDIR/export (`checkpointing.save_variables`); replaces an export of an
+    earlier step of this task (training was extended), refuses to touch one that a run of
+    this task did not write. metadata must hold "task" and "step"."""
+    export_dir = os.path.join(workdir, EXPORT_DIR)
+    metadata_path = os.path.join(export_dir, checkpointing.METADATA_FILE)
+    if os.path.exists(export_dir):
+        previous = {}
+        if os.path.exists(metadata_path):
+            with open(metadata_path) as f:
+                previous = json.load(f)
+        if previous.get("task") != metadata["task"]:
+            raise FileExistsError(f"{export_dir} exists and was not written by a {metadata['task']!r} "
+                                  "run; move it away or choose a new --workdir")
+        if previous.get("step") == metadata["step"]:
+            return export_dir
+    # Written beside, then moved into place: an interrupted export never looks complete.
+    staging = export_dir + ".writing"
+    is_chief = jax.process_index() == 0
+    if is_chief and os.path.exists(staging):
+        shutil.rmtree(staging)  # an export interrupted before it completed
+    parallel.sync_processes("export staging")
+    checkpointing.save_variables(staging, variables, metadata)
+    if is_chief:
+        if os.path.exists(export_dir):
+            shutil.rmtree(export_dir)
+        os.replace(staging, export_dir)
+    parallel.sync_processes("export")
+    return export_dir

@@ -1,0 +1,45 @@
+"""The task router: `train_and_evaluate(config, workdir)`, what `main.py` and the
+notebook call.
+
+It validates the config, runs the `config.pretrain` sub-runs (each into WORKDIR/<name>,
+skipped once exported: the demo trains its own frozen networks first), then the task:
+
+  gan                 IPCGAN (`ipcgan_jax.train`)
+  alexnet_identity,   the auxiliary networks (`ipcgan_jax.classifiers`)
+  age_classifier,
+  age_evaluator
+  eval                evaluation of a trained generator (`ipcgan_jax.evaluation`)
+
+Rerunning with the same config and workdir resumes where the run stopped.
+"""
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import ml_collections
+
+from ipcgan_jax import evaluation, train
+from ipcgan_jax.classifiers import train as classifier_train
+from ipcgan_jax.configlib import CLASSIFIER_TASKS, ConfigError, validate_config
+from ipcgan_jax.runlib.workdir import has_export
+
+
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, devices=None) -> Any:
+    """Runs `config.task` in `workdir` (see the module doc) on `devices` (default: all).
+
+    Returns what the task's runner returns: the GAN's final state, a
+    `classifiers.train.TrainedClassifier`, or the evaluation's results."""
+    validate_config(config)
+    workdir = os.path.abspath(os.path.expanduser(workdir))
+    for name, sub_config in config.get("pretrain", {}).items():
+        sub_workdir = os.path.join(workdir, name)
+        if not has_export(sub_workdir):
+            train_and_evaluate(sub_config, sub_workdir, devices=devices)
+    if config.task == "gan":
+        return train.train_gan(config, workdir, devices=devices)
+    if config.task in CLASSIFIER_TASKS:
+        return classifier_train.train_classifier(config, workdir, devices=devices)
+    if config.task == "eval":
+        return evaluation.evaluate(config, workdir)
+    raise ConfigError(f"config key 'task': unknown task {config.task!r}")
