@@ -27,6 +27,7 @@ def data() -> ml_collections.ConfigDict:
         test_split="test",
         backend="tfdata",          # input pipeline: 'tfdata' | 'numpy' (TensorFlow-free)
         packed_path="",            # faces packed by `python -m ipcgan_jax.data.pack`, read instead of TFDS ('' = none)
+        alignment_template="cacd",  # the faces' framing, which the photo tool reproduces: 'cacd' | 'utkface'
         image_size=128,            # G and D resolution
         alexnet_size=227,          # AlexNet input resolution
         source_groups=(0,),        # SPEC §6: sources only from group 0 (11-20)

@@ -1,6 +1,7 @@
 """Age the faces in your own photos.
 
-    python -m ipcgan_jax.age me.jpg family/ --workdir=workdirs/demo
+    python -m ipcgan_jax.age me.jpg family/            # the shipped real-face model
+    python -m ipcgan_jax.age me.jpg --workdir=workdirs/utkface_cpu
     python -m ipcgan_jax.age me.jpg --checkpoint=converted/generator --groups 3 4 --paste-back
 
 For each photo: detect the largest face (--all-faces: every face), align it as the
@@ -93,10 +94,11 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m ipcgan_jax.age", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("inputs", nargs="+", help="photos and/or folders of photos")
-    source = parser.add_mutually_exclusive_group(required=True)
-    source.add_argument("--workdir", help="a GAN run's workdir (its latest checkpoint)")
+    source = parser.add_mutually_exclusive_group()
+    source.add_argument("--workdir", help="a GAN run's workdir (its latest checkpoint); default: the "
+                        f"real-face generator shipped with the package ({inference.DEFAULT_PRETRAINED})")
     source.add_argument("--checkpoint", help="a WORKDIR/checkpoints/<step> folder or an exported "
-                        "generator (python -m ipcgan_jax.convert writes OUT/generator)")
+                        "generator (python -m ipcgan_jax.export or python -m ipcgan_jax.convert)")
     parser.add_argument("--out", help="output folder (default: a new ./aged, ./aged_1, ...)")
     parser.add_argument("--groups", type=int, nargs="+", help="age groups to make (default: all), 0 = 11-20")
     parser.add_argument("--paste-back", action="store_true", help="also paste each aged face into the photo")
@@ -123,8 +125,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     kwargs = {"upsample": args.upsample, "bn_mode": args.bn_mode}
     if args.min_face_size is not None:
         kwargs["min_face_size"] = args.min_face_size
-    ager = inference.FaceAger.from_checkpoint(args.workdir or args.checkpoint, image_size=args.image_size,
-                                              aligned_size=args.aligned_size, **kwargs)
+    if args.workdir or args.checkpoint:
+        ager = inference.FaceAger.from_checkpoint(args.workdir or args.checkpoint, image_size=args.image_size,
+                                                  aligned_size=args.aligned_size, **kwargs)
+    else:
+        ager = inference.FaceAger.from_pretrained(image_size=args.image_size, aligned_size=args.aligned_size,
+                                                  **kwargs)
+    if ager.trained_on_synthetic_faces:
+        print(f"note: {ager.loaded.source} was trained on the built-in synthetic (drawn) faces, not on photos: "
+              "on real photos it draws noise. For real photos, leave out --workdir/--checkpoint to use the "
+              "shipped real-face model, or train one (configs/utkface.py).", file=sys.stderr)
     groups = ager.resolve_groups(args.groups)
     labels = ager.group_labels(groups)
     os.makedirs(out, exist_ok=True)

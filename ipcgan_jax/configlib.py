@@ -17,7 +17,7 @@ import ml_collections
 from absl import flags
 from ml_collections import config_flags
 
-from ipcgan_jax.constants import BN_MODES, DATA_BACKENDS, FEATURE_LAYERS, NUM_AGE_GROUPS
+from ipcgan_jax.constants import ALIGNMENT_TEMPLATES, BN_MODES, DATA_BACKENDS, FEATURE_LAYERS, NUM_AGE_GROUPS
 
 TASKS = ("gan", "alexnet_identity", "age_classifier", "age_evaluator", "eval")
 CLASSIFIER_TASKS = ("alexnet_identity", "age_classifier", "age_evaluator")
@@ -67,6 +67,7 @@ _DATA = {
         "name", "data_dir", "builder_config", "train_split", "test_split", "packed_path", "mixed_age", "flip",
         "prefetch", "num_identities", "images_per_identity", "size", "seed", "test_fraction")},
     "data.backend": one_of(*DATA_BACKENDS),
+    "data.alignment_template": one_of(*ALIGNMENT_TEMPLATES),
     "data.image_size": Range(lambda v: v > 0 and v % 8 == 0, "must be a positive multiple of 8"),
     "data.alexnet_size": ALEXNET_SIZE,
     "data.source_groups": Range(lambda v: len(v) > 0 and all(0 <= g < NUM_AGE_GROUPS for g in v),

@@ -38,3 +38,7 @@ BN_MODES = ("moving", "single")
 
 # Input pipelines of the trainers (config data.backend): tf.data, or numpy without TensorFlow.
 DATA_BACKENDS = ("tfdata", "numpy")
+
+# Named face framings of the aligner (ipcgan_jax.data.face_templates; config
+# data.alignment_template): the CACD crops', and UTKFace's chips'.
+ALIGNMENT_TEMPLATES = ("cacd", "utkface")

@@ -107,6 +107,13 @@ def alignment_for_data(data_config: Any) -> AlignmentSettings:
 
 
 # ----------------------------------------------------------------------------- loading
+# The generators shipped inside the package (ipcgan_jax/pretrained/<name>, written by
+# `python -m ipcgan_jax.export`), and the one the photo tool uses by default.
+PRETRAINED_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "pretrained")
+DEFAULT_PRETRAINED = "utkface_cpu"
+# Metadata key of an exported generator that holds its GAN run's config.
+RUN_CONFIG_KEY = "run_config"
+SYNTHETIC_DATA = ("synthetic", "synthetic_aging")
 @dataclasses.dataclass(frozen=True)
 class LoadedGenerator:
     """A generator ready to run: module, variables and what it was trained on."""
@@ -138,10 +145,11 @@ def _generator_from_params(params: PyTree) -> Generator:
 
 def load_generator(path: str, *, step: int | None = None, image_size: int | None = None) -> LoadedGenerator:
     """A trained generator from a run's workdir, one of its `checkpoints/<step>` folders,
-    or an exported generator (`python -m ipcgan_jax.convert` writes OUT/generator).
+    or an exported generator (`python -m ipcgan_jax.export` writes one with its run's
+    config; `python -m ipcgan_jax.convert` writes OUT/generator from original weights).
 
-    step: for a workdir, which checkpoint (None: the latest). image_size: for exports,
-    the generator resolution (default 128, the paper's); runs record theirs.
+    step: for a workdir, which checkpoint (None: the latest). image_size: for exports
+    without a run config, the generator resolution (default 128, the paper's).
     """
     path = os.path.abspath(os.path.expanduser(path))
     if not os.path.exists(path):
@@ -152,6 +160,10 @@ def load_generator(path: str, *, step: int | None = None, image_size: int | None
             raise checkpointing.CheckpointError(
                 f"{path} is not an exported generator (needs params and batch_stats; "
                 f"metadata says network={metadata.get('network')!r})")
+        if RUN_CONFIG_KEY in metadata:  # exported from a run: its settings travel with it
+            config = ml_collections.ConfigDict(metadata[RUN_CONFIG_KEY])
+            return LoadedGenerator(gan.build_generator(config), variables, image_size or int(config.data.image_size),
+                                   alignment_for_data(config.data), path, metadata.get("step"), config)
         generator = _generator_from_params(variables["params"])
         return LoadedGenerator(generator, variables, image_size or 128, AlignmentSettings(), path, None, None)
     parent = os.path.dirname(path)
@@ -301,6 +313,22 @@ class FaceAger:
             loaded = dataclasses.replace(
                 loaded, alignment=dataclasses.replace(loaded.alignment, output_size=int(aligned_size)))
         return cls(loaded, **kwargs)
+
+    @classmethod
+    def from_pretrained(cls, name: str = DEFAULT_PRETRAINED, **kwargs) -> "FaceAger":
+        """A generator shipped with the package (`PRETRAINED_DIR`/name; the default ages
+        real photos: README, "Real faces"); keyword arguments as `from_checkpoint`."""
+        path = os.path.join(PRETRAINED_DIR, name)
+        if not os.path.isdir(path):
+            shipped = sorted(os.listdir(PRETRAINED_DIR)) if os.path.isdir(PRETRAINED_DIR) else []
+            raise FileNotFoundError(f"no shipped generator {name!r}; shipped: {shipped}")
+        return cls.from_checkpoint(path, **kwargs)
+
+    @property
+    def trained_on_synthetic_faces(self) -> bool:
+        """Whether the generator learned from the built-in drawn faces (not real photos)."""
+        config = self.loaded.run_config
+        return config is not None and config.data.name in SYNTHETIC_DATA
 
     @property
     def num_groups(self) -> int:

@@ -35,7 +35,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, devic
     for name, sub_config in config.get("pretrain", {}).items():
         sub_workdir = os.path.join(workdir, name)
         if not has_export(sub_workdir):
-            train_and_evaluate(sub_config, sub_workdir, devices=devices)
+            result = train_and_evaluate(sub_config, sub_workdir, devices=devices)
+            if not has_export(sub_workdir):  # stopped early (SIGTERM): the next run needs its export
+                print(f"stopped during pretrain.{name} (no export yet); rerun the same command to resume")
+                return result
     if config.task == "gan":
         return train.train_gan(config, workdir, devices=devices)
     if config.task in CLASSIFIER_TASKS:

@@ -8,8 +8,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from ipcgan_jax import checkpointing, evaluation, fid, identity, inference
-from ipcgan_jax.data import synthetic
+from ipcgan_jax import age_evaluator, checkpointing, evaluation, fid, identity, inference, preprocessing
+from ipcgan_jax.constants import AGE_GROUP_LABELS
+from ipcgan_jax.data import sources, synthetic
 from ipcgan_jax.models import AgeEvaluator
 from tests.helpers import config_file
 from tests.test_inference import make_gan_workdir
@@ -149,3 +150,22 @@ def test_evaluation_never_overwrites_and_reports_skips(evaluated):
     config.bn_mode = "sideways"
     with pytest.raises(evaluation.ConfigError, match="bn_mode"):
         evaluation.evaluate(config, workdir)
+
+
+def test_age_ceiling_is_the_evaluator_on_real_faces_of_each_group(evaluated):
+    workdir, _, results, _ = evaluated
+    run_config = inference.read_run_config(workdir)
+    faces = sources.load_faces(run_config.data, run_config.data.test_split)
+    module, variables, _ = age_evaluator.load_age_evaluator(os.path.join(workdir, "age_evaluator", "export"))
+    size = int(run_config.data.image_size)
+    pixels = np.asarray(jnp.clip(jnp.round(preprocessing.legacy_resize_bilinear(
+        jnp.asarray(faces.images(np.arange(len(faces))), jnp.float32), size, size)), 0, 255).astype(jnp.uint8))
+    predicted = np.argmax(np.asarray(age_evaluator.predict_age_groups(module, variables, pixels)), -1)
+    for group, label in enumerate(AGE_GROUP_LABELS):
+        row = results["per_group"][label]
+        mine = predicted[faces.age_group == group]
+        assert row["real_mean_estimated_group"] == pytest.approx(mine.mean())
+        assert row["real_age_accuracy"] == pytest.approx(np.mean(mine == group))
+    assert results["overall"]["real_age_accuracy"] == pytest.approx(results["evaluator_accuracy_on_real_test_faces"])
+    markdown = open(os.path.join(results["output_dir"], "results.md")).read()
+    assert "real faces: mean est. group" in markdown

@@ -41,7 +41,7 @@ def _write_utk_folder(root, ages, seed):
         writer = csv.DictWriter(handle, fieldnames=["file", "age", "gender", "race", "age_group"])
         writer.writeheader()
         writer.writerows(rows)
-    return {f"{root.name}/{row['file']}": row["age"] for row in rows}
+    return {f"{root.name}/{row['file']}": (row["age"], f"{row['gender']}_{row['race']}") for row in rows}
 
 
 def _read_only(root):
@@ -60,11 +60,13 @@ def _all_files(root):
 def utk_folders(tmp_path_factory):
     base = tmp_path_factory.mktemp("shared")
     ages = {}
+    attributes = {}
     for seed, (name, folder_ages) in enumerate(FOLDER_AGES.items()):
-        ages.update(_write_utk_folder(base / name, folder_ages, seed))
+        for path, (age, gender_race) in _write_utk_folder(base / name, folder_ages, seed).items():
+            ages[path], attributes[path] = age, gender_race
     listing = _all_files(base)
     _read_only(base)
-    yield [base / name for name in FOLDER_AGES], ages, listing
+    yield [base / name for name in FOLDER_AGES], ages, listing, attributes
     for folder, _, _ in os.walk(base):
         os.chmod(folder, stat.S_IRWXU)
 
@@ -91,7 +93,7 @@ def test_stratified_split_sends_every_group_to_test():
 
 
 def test_command_builds_several_read_only_folders_into_one_dataset(utk_folders, tmp_path, capsys):
-    folders, ages, listing = utk_folders
+    folders, ages, listing, gender_race = utk_folders
     data_dir = tmp_path / "tfds"
     argv = ["image_folder", "--config=utkface", f"--manual_dir={folders[0]},{folders[1]}",
             f"--data_dir={data_dir}", "--aligned_size=32", "--test_fraction=0.25", "--num_workers=1"]
@@ -108,6 +110,8 @@ def test_command_builds_several_read_only_folders_into_one_dataset(utk_folders, 
     for name, example in stored.items():
         assert example["image"].shape == (32, 32, 3)
         assert example["age"] == ages[name] and example["age_group"] == GROUP_OF_AGE[ages[name]]
+        identity = example["identity"].decode() if isinstance(example["identity"], bytes) else example["identity"]
+        assert identity == gender_race[name]  # UTKFace has no identities: gender_race stands in
     test_groups = np.bincount([int(e["age_group"]) for e in examples["test"]], minlength=5)
     all_groups = np.bincount([GROUP_OF_AGE[ages[n]] for n in valid], minlength=5)
     np.testing.assert_array_equal(test_groups, np.maximum(np.round(0.25 * all_groups), 1))
@@ -123,7 +127,7 @@ def test_command_builds_several_read_only_folders_into_one_dataset(utk_folders, 
 
 
 def test_split_seed_changes_the_split_and_folder_names_must_differ(utk_folders, tmp_path):
-    folders, _, _ = utk_folders
+    folders, _, _, _ = utk_folders
     tests = []
     for seed in (0, 0, 3):
         builder = build.make_builder("image_folder", data_dir=str(tmp_path / f"tfds{len(tests)}"),

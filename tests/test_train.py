@@ -13,7 +13,8 @@ import pytest
 
 from ipcgan_jax import checkpointing, configlib, tasks
 from ipcgan_jax.runlib import loop
-from tests.helpers import random_alexnet_params, tiny_gan_config
+from ipcgan_jax.runlib import workdir as workdir_lib
+from tests.helpers import config_file, random_alexnet_params, tiny_gan_config
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -225,3 +226,22 @@ def test_resume_with_a_changed_config_is_refused(frozen_dir, uninterrupted):
     workdir, _ = uninterrupted
     with pytest.raises(configlib.ConfigError, match="loss.age_weight"):
         tasks.train_and_evaluate(make_config(frozen_dir, **{"loss.age_weight": 1.0}), str(workdir))
+
+
+def test_sigterm_during_a_pretrain_run_stops_the_whole_run(tmp_path, monkeypatch):
+    config = config_file("g75_conv5", "quick")
+    calls = {"n": 0}
+    original = loop.StopRequest.any_process
+
+    def preempt_at_step_3(self):
+        calls["n"] += 1
+        if calls["n"] == 3:
+            os.kill(os.getpid(), signal.SIGTERM)
+        return original(self)
+
+    monkeypatch.setattr(loop.StopRequest, "any_process", preempt_at_step_3)
+    workdir = tmp_path / "run"
+    tasks.train_and_evaluate(config, str(workdir))
+    assert sorted(os.listdir(workdir)) == ["alexnet_identity"]  # neither the later networks nor the GAN ran
+    assert os.listdir(workdir / "alexnet_identity" / "checkpoints") == ["3"]
+    assert not workdir_lib.has_export(str(workdir / "alexnet_identity"))

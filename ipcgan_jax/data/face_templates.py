@@ -20,6 +20,8 @@ import dataclasses
 
 import numpy as np
 
+from ipcgan_jax.constants import ALIGNMENT_TEMPLATES
+
 # dlib's shape_predictor_5_face_landmarks order: 0/1 outer/inner corner of the eye on the
 # image's right, 2/3 outer/inner corner of the eye on the image's left, 4 nose base.
 # Values copied from dlib/image_transforms/interpolation.h (get_face_chip_details).
@@ -93,6 +95,9 @@ FACE_TEMPLATES: dict[str, FaceTemplate] = {
     "cacd": FaceTemplate(DLIB_FIVE_POINT_TEMPLATE, DEFAULT_PADDING, DEFAULT_VERTICAL_SHIFT),
     "utkface": _template_from_crop_points(UTKFACE_CHIP_LANDMARKS),
 }
+
+
+assert tuple(FACE_TEMPLATES) == ALIGNMENT_TEMPLATES, "constants.ALIGNMENT_TEMPLATES names the templates here"
 
 
 def get_template(name: str) -> FaceTemplate:

@@ -41,11 +41,14 @@ class ImageFolderConfig(AlignedFaceBuilderConfig):
       columns are ignored.
     path_column: the column that names the image files.
     image_dir: folder, relative to the CSV's, that the paths are relative to.
+    identity_columns: when set, the identity stored is these columns' values joined by
+      "_" instead of the `identity` column (UTKFace: gender and race, see the config).
     """
 
     csv_name: str = "labels.csv"
     path_column: str = "path"
     image_dir: str = ""
+    identity_columns: tuple[str, ...] = ()
     split_by: str = "auto"
 
 
@@ -69,6 +72,11 @@ class ImageFolder(AlignedFaceBuilder):
             aligned_size=200,
             path_column="file",
             image_dir="images",
+            # UTKFace has no identities. The gender x race class (10 classes) stands in:
+            # the identity AlexNet trained on it (with its auxiliary age head) gives the
+            # GAN's identity loss features that match dlib's judgement best among the
+            # candidates measured (docs/real_faces.md, benchmarks/bench_identity_features.py).
+            identity_columns=("gender", "race"),
             split_by="age_group",
             test_fraction=0.1,
             description="UTKFace's 200x200 'aligned and cropped' chips as they are (their framing is the "
@@ -91,7 +99,8 @@ class ImageFolder(AlignedFaceBuilder):
 
     def _read_records(self, manual_dir: epath.Path) -> list[FaceRecord]:
         config = self.builder_config
-        return read_csv_records(manual_dir / config.csv_name, config.path_column, config.image_dir)
+        return read_csv_records(manual_dir / config.csv_name, config.path_column, config.image_dir,
+                                config.identity_columns)
 
     def _generate_examples(
         self, records: Sequence[FaceRecord], split_name: str
@@ -102,7 +111,8 @@ class ImageFolder(AlignedFaceBuilder):
 
 
 def read_csv_records(
-    csv_path: os.PathLike | str, path_column: str = "path", image_dir: str = ""
+    csv_path: os.PathLike | str, path_column: str = "path", image_dir: str = "",
+    identity_columns: Sequence[str] = (),
 ) -> list[FaceRecord]:
     """Reads (path, age[, identity]) rows, the path from `path_column`, relative to the
     CSV's folder joined with `image_dir` (or absolute); raises ValueError naming the CSV
@@ -116,7 +126,7 @@ def read_csv_records(
         raise ValueError(f"label CSV {os.fspath(csv_path)!r} is not UTF-8 text ({error})") from None
     reader = csv.DictReader(io.StringIO(text, newline=""))
     columns = [c.strip() for c in (reader.fieldnames or [])]
-    missing = {path_column, "age"} - set(columns)
+    missing = {path_column, "age", *identity_columns} - set(columns)
     if missing:
         raise ValueError(
             f"{os.fspath(csv_path)!r} lacks column(s) {sorted(missing)}; has {columns}"
@@ -136,7 +146,8 @@ def read_csv_records(
                 path=os.fspath(csv_path.parent / image_dir / relative),
                 file_name=relative,
                 age=row["age"],
-                identity=row.get("identity") or None,
+                identity=("_".join(row[c] for c in identity_columns) if identity_columns
+                          else row.get("identity")) or None,
             )
         )
     return records
