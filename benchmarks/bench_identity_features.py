@@ -11,8 +11,11 @@ px, conv widths 32, 64, 96, 96, 64), trained here with `models.AlexNet` and opta
   gender_race the same without the age head (does learning age cost the loss anything?);
   simclr      instance discrimination (SimCLR's NT-Xent over two augmented views of
               each face) on the train split's images, no labels;
-  synthetic   the demo's own trunk recipe: synthetic identities (the in-memory demo
-              faces) with the auxiliary age term, the demo's steps, batch and rate.
+  synthetic   the demo's own trunk: configs/alexnet_identity.py:demo (synthetic
+              identities with the auxiliary age term) run by the project's trainer.
+
+Every trunk starts from the project's AlexNet initialisation (conv1 scaled for inputs
+in 0..255, `classifiers.tasks`); the trunks trained here use Adam with cosine decay.
 
 Each is judged on held-out faces (the test split of the built UTKFace dataset, which no
 candidate trains on), per layer conv1..conv5, with the squared distance between the
@@ -51,11 +54,13 @@ import scipy.stats
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from configs import alexnet_identity  # noqa: E402
-from ipcgan_jax import identity, preprocessing  # noqa: E402
+from ipcgan_jax import checkpointing, identity, preprocessing, tasks  # noqa: E402
+from ipcgan_jax.classifiers.tasks import identity_task  # noqa: E402
 from ipcgan_jax.constants import ALEXNET_TRUNK_LAYERS, NUM_AGE_GROUPS  # noqa: E402
-from ipcgan_jax.data import build, face_templates, sources  # noqa: E402
+from ipcgan_jax.data import build, face_templates  # noqa: E402
 from ipcgan_jax.data.alignment import warp_affine  # noqa: E402
 from ipcgan_jax.models import AlexNet  # noqa: E402
+from json_report import print_report  # noqa: E402
 
 SHARED_DATA = ("/work/shared/data/utkface_dev", "/work/shared/data/utkface_more")
 NUM_GENDERS, NUM_RACES = 2, 5  # UTKFace's labels.csv: gender 0/1, race 0..4
@@ -163,6 +168,19 @@ def trunk_of(params: PyTree) -> PyTree:
     return {name: params[name] for name in ALEXNET_TRUNK_LAYERS}
 
 
+def initial_trunk(demo, seed: int) -> PyTree:
+    """The trunk as the project's classifier runs initialise it (conv1 scaled for inputs in 0..255)."""
+    num_identities = demo.model.alexnet.num_identities
+    task = identity_task(demo, np.arange(num_identities), tuple(str(i) for i in range(num_identities)))
+    return trunk_of(task.init_variables(jax.random.key(seed))["params"])
+
+
+def init_with_trunk(model: TrunkWithHeads, trunk: PyTree, alexnet_size: int, seed: int) -> PyTree:
+    params = dict(model.init(jax.random.key(seed), jnp.zeros((1, alexnet_size, alexnet_size, 3)))["params"])
+    params["trunk"] = trunk
+    return params
+
+
 def train(loss_fn: Callable, params: PyTree, batches: Iterator, steps: int, learning_rate: float,
           max_seconds: float) -> tuple[PyTree, dict[str, Any]]:
     """Adam with cosine decay over `steps`; stops early past `max_seconds` (reported)."""
@@ -209,10 +227,10 @@ def cross_entropy(logits: jax.Array, labels: jax.Array) -> tuple[jax.Array, jax.
     return loss, (logits.argmax(-1) == labels).mean()
 
 
-def train_multitask(train_set, alexnet, alexnet_size, args, with_age: bool) -> tuple[PyTree, dict]:
+def train_multitask(train_set, trunk, alexnet, alexnet_size, args, with_age: bool) -> tuple[PyTree, dict]:
     heads = (("age_group", NUM_AGE_GROUPS),) if with_age else ()
     model = TrunkWithHeads(alexnet, heads + (("gender", NUM_GENDERS), ("race", NUM_RACES)))
-    params = model.init(jax.random.key(args.seed), jnp.zeros((1, alexnet_size, alexnet_size, 3)))["params"]
+    params = init_with_trunk(model, trunk, alexnet_size, args.seed)
 
     def loss_fn(params, batch):
         logits = model.apply({"params": params}, preprocessing.pixels_to_alexnet_input(batch["faces"], alexnet_size))
@@ -227,9 +245,9 @@ def train_multitask(train_set, alexnet, alexnet_size, args, with_age: bool) -> t
     return (model, params), report
 
 
-def train_simclr(train_set, alexnet, alexnet_size, args) -> tuple[PyTree, dict]:
+def train_simclr(train_set, trunk, alexnet, alexnet_size, args) -> tuple[PyTree, dict]:
     model = TrunkWithHeads(alexnet, (("projection", args.projection_features),))
-    params = model.init(jax.random.key(args.seed), jnp.zeros((1, alexnet_size, alexnet_size, 3)))["params"]
+    params = init_with_trunk(model, trunk, alexnet_size, args.seed)
 
     def loss_fn(params, views):  # views: (2B, S, S, 3), view k of face i at rows i and B + i
         projected = model.apply({"params": params}, preprocessing.pixels_to_alexnet_input(views, alexnet_size))
@@ -249,33 +267,21 @@ def train_simclr(train_set, alexnet, alexnet_size, args) -> tuple[PyTree, dict]:
     return (model, params), report
 
 
-def train_synthetic(demo, args) -> tuple[PyTree, dict]:
-    """The demo's trunk recipe (configs/alexnet_identity.py:demo): identity + auxiliary age."""
-    faces = sources.load_faces(demo.data, "train")
-    images = faces.images(np.arange(len(faces)))
-    identities = np.unique(faces.identity, return_inverse=True)[1].astype(np.int32)
-    alexnet_size = demo.data.alexnet_size
-    model = AlexNet(**demo.model.alexnet)
-    params = model.init(jax.random.key(demo.seed), jnp.zeros((1, alexnet_size, alexnet_size, 3)))["params"]
-
-    def loss_fn(params, batch):
-        out = model.apply({"params": params}, preprocessing.pixels_to_alexnet_input(batch["faces"], alexnet_size),
-                          outputs=("identity_logits", "age_logits"))
-        identity_loss, identity_accuracy = cross_entropy(out["identity_logits"], batch["identity"])
-        age_loss, age_accuracy = cross_entropy(out["age_logits"], batch["age_group"])
-        return identity_loss + demo.auxiliary_age_weight * age_loss, {
-            "identity_accuracy": identity_accuracy, "age_accuracy": age_accuracy}
-
-    rng = np.random.default_rng(demo.seed)
-    flip = dataclasses.replace(MILD, scale=0.0, shift=0.0, brightness=0.0, flip=0.5 if demo.data.flip else 0.0)
-    batches = ({"faces": augment(images[idx], rng, flip), "identity": identities[idx],
-                "age_group": faces.age_group[idx].astype(np.int32)}
-               for idx in batch_stream(len(images), demo.batch_size, demo.seed))
-    params, report = train(loss_fn, params, batches, demo.num_steps, demo.optimizer.learning_rate,
-                           args.max_train_s)
-    report.update(data=f"{faces.name}: {len(faces)} faces of {len(np.unique(identities))} synthetic identities",
-                  batch_size=demo.batch_size, schedule=demo.optimizer.schedule)
-    return params, report
+def train_synthetic(demo, workdir: str) -> tuple[PyTree, dict]:
+    """The demo's own trunk: `configs/alexnet_identity.py:demo` run by the project's task
+    router into `workdir` (reused once exported), read back from its export."""
+    start = time.perf_counter()
+    export = os.path.join(workdir, "export")
+    trained_here = not os.path.isdir(export)
+    if trained_here:
+        tasks.train_and_evaluate(demo, workdir)
+    seconds = time.perf_counter() - start
+    variables, metadata = checkpointing.load_variables(export)
+    report = {"workdir": workdir, "steps": demo.num_steps, "batch_size": demo.batch_size,
+              "held_out_identity_accuracy": metadata.get("test_accuracy")}
+    if trained_here:  # set-up, evaluation and export included
+        report.update(run_s=round(seconds, 1), steps_per_s_with_overheads=round(demo.num_steps / seconds, 2))
+    return variables["params"], report
 
 
 # ----------------------------------------------------------------------------- judging
@@ -373,6 +379,8 @@ def main() -> None:
     parser.add_argument("--candidates", nargs="+",
                         default=["random", "multitask", "gender_race", "simclr", "synthetic"])
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--synthetic_workdir", default="/tmp/bench_identity_features/alexnet_identity",
+                        help="where the demo's trunk is trained (or read, once exported)")
     parser.add_argument("--json", help="also write the JSON here")
     args = parser.parse_args()
 
@@ -396,31 +404,26 @@ def main() -> None:
     results["candidates"] = {}
     for name in args.candidates:
         entry: dict[str, Any] = {}
+        start_trunk = initial_trunk(demo, args.seed)
         if name == "random":
-            model = AlexNet(**alexnet)
-            trunk = trunk_of(model.init(jax.random.key(args.seed),
-                                        jnp.zeros((1, alexnet_size, alexnet_size, 3)), outputs=("conv5",))["params"])
+            trunk = start_trunk
         elif name in ("multitask", "gender_race"):
-            (model, params), entry["training"] = train_multitask(train_set, alexnet, alexnet_size, args,
-                                                                 with_age=name == "multitask")
+            (model, params), entry["training"] = train_multitask(train_set, start_trunk, alexnet, alexnet_size,
+                                                                 args, with_age=name == "multitask")
             entry["held_out_accuracy"] = head_accuracy((model, params), test_set, alexnet_size)
             trunk = params["trunk"]
         elif name == "simclr":
-            (model, params), entry["training"] = train_simclr(train_set, alexnet, alexnet_size, args)
+            (model, params), entry["training"] = train_simclr(train_set, start_trunk, alexnet, alexnet_size, args)
             trunk = params["trunk"]
         elif name == "synthetic":
-            params, entry["training"] = train_synthetic(demo, args)
+            params, entry["training"] = train_synthetic(demo, args.synthetic_workdir)
             trunk = trunk_of(params)
         else:
             raise ValueError(f"unknown candidate {name!r}")
         entry["layers"] = judge_trunk(trunk, alexnet, alexnet_size, pairs, dlib_distance)
         results["candidates"][name] = entry
         print(json.dumps({name: entry}), file=sys.stderr, flush=True)
-    text = json.dumps(results, indent=2)
-    print(text)
-    if args.json:
-        with open(args.json, "w") as handle:
-            handle.write(text + "\n")
+    print_report(results, args.json, indent=2)
 
 
 if __name__ == "__main__":

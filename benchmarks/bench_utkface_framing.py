@@ -23,7 +23,6 @@ from __future__ import annotations
 import argparse
 import collections
 import csv
-import json
 import os
 import sys
 import time
@@ -42,6 +41,7 @@ from ipcgan_jax.data.alignment import (  # noqa: E402
     face_template,
 )
 from ipcgan_jax.data.images import read_image  # noqa: E402
+from json_report import print_report  # noqa: E402
 
 SHARED_DATA = ("/work/shared/data/utkface_dev", "/work/shared/data/utkface_more")
 RACES = ("White", "Black", "Asian", "Indian", "Other")  # labels.csv's race 0..4
@@ -156,11 +156,7 @@ def main() -> None:
         "realign_to_cacd": residuals(landmarks, face_template(side, template="cacd"), side),
         "failed_files": failures,
     }
-    text = json.dumps(result, indent=2)
-    print(text)
-    if args.json:
-        with open(args.json, "w") as handle:
-            handle.write(text + "\n")
+    print_report(result, args.json, indent=2)
 
 
 if __name__ == "__main__":

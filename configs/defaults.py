@@ -78,7 +78,8 @@ def gan(variant: str = "") -> ml_collections.ConfigDict:
     c.data = data()
     c.model = ml_collections.ConfigDict(dict(
         # deconv_impl: how G's transposed convs are computed, the same function either way:
-        # 'subpixel' (faster on CPU) or 'conv_transpose' (lax.conv_transpose)
+        # 'subpixel' (faster on CPU) or 'conv_transpose' (lax.conv_transpose); or the
+        # variant 'resize_conv' (nearest upsampling + conv: no checkerboard, models/layers.py)
         # residual_output: a variant (models.Generator) where G adds its output to the source
         # before the tanh and starts as the identity map; the original is False.
         generator=dict(base_features=32, num_res_blocks=6, num_groups=NUM_AGE_GROUPS, bn_epsilon=1e-3,

@@ -82,7 +82,7 @@ _GAN = {
     **_RUN, **_DATA, **_ALEXNET,
     "model.generator.base_features": ANY, "model.generator.num_res_blocks": ANY,
     "model.generator.num_groups": AGE_GROUPS, "model.generator.bn_epsilon": ANY,
-    "model.generator.deconv_impl": one_of("subpixel", "conv_transpose"),
+    "model.generator.deconv_impl": one_of("subpixel", "conv_transpose", "resize_conv"),
     "model.generator.residual_output": one_of(False, True),
     "model.discriminator.base_features": ANY, "model.discriminator.out_features": ANY,
     "model.discriminator.num_groups": AGE_GROUPS, "model.discriminator.bn_epsilon": ANY,

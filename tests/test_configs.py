@@ -25,6 +25,7 @@ CONFIG_FILES = {
     "age_classifier.py": ["", "quick", "demo"],
     "age_evaluator.py": ["", "quick", "demo"],
     "eval.py": [""],
+    "utkface.py": ["", "cpu", "quick", "variant=cpu,data_dir=/data/tfds"],
 }
 
 

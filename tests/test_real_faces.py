@@ -14,6 +14,7 @@ from ipcgan_jax import age, export, inference, tasks
 from ipcgan_jax.constants import CAFFE_MEAN_BGR
 from ipcgan_jax.data import build
 from ipcgan_jax.models import Generator
+from ipcgan_jax.models.layers import ConvTransposeSame
 from ipcgan_jax.runlib import workdir as workdir_lib
 from tests.helpers import config_file, tiny_gan_config
 from tests.test_image_folder import _write_utk_folder
@@ -48,6 +49,27 @@ def test_faithful_generator_is_not_residual():
     assert np.abs((np.asarray(out) + 1) * 127.5 - np.asarray(synthetic_faces(2, 32))).mean() > 20
 
 
+def test_resize_conv_upsampling_is_nearest_neighbour_then_a_same_conv():
+    x = jax.random.normal(jax.random.key(0), (2, 5, 5, 6))
+    layer = ConvTransposeSame(4, impl="resize_conv")
+    variables = layer.init(jax.random.key(1), x)
+    y = np.asarray(layer.apply(variables, x))
+    kernel = np.asarray(variables["params"]["kernel"])  # TF's transposed layout (kh, kw, out, in)
+    up = np.pad(np.asarray(x).repeat(2, axis=1).repeat(2, axis=2), ((0, 0), (1, 1), (1, 1), (0, 0)))
+    expected = np.zeros((2, 10, 10, 4))
+    for i in range(10):
+        for j in range(10):
+            expected[:, i, j] = np.einsum("nabi,aboi->no", up[:, i:i + 3, j:j + 3], kernel)
+    np.testing.assert_allclose(y, expected, atol=1e-5)
+    # No checkerboard: a constant input gives a constant output away from the borders,
+    # which a 3x3 stride-2 transposed conv does not.
+    flat = jnp.ones((1, 6, 6, 6))
+    inner = np.asarray(layer.apply(variables, flat))[0, 2:-2, 2:-2]
+    assert np.ptp(inner, axis=(0, 1)).max() < 1e-5
+    transposed = np.asarray(ConvTransposeSame(4).apply(variables, flat))[0, 2:-2, 2:-2]
+    assert np.ptp(transposed, axis=(0, 1)).max() > 1e-3
+
+
 # ----------------------------------------------------------------------------- config
 @pytest.mark.parametrize("arg", ["", "cpu", "quick"])
 def test_utkface_config_names_its_deviations(arg):
@@ -55,6 +77,7 @@ def test_utkface_config_names_its_deviations(arg):
     assert (config.data.name, config.data.builder_config, config.data.alignment_template) == (
         "image_folder", "utkface", "utkface")
     assert config.model.generator.residual_output and config.data.mixed_age
+    assert config.model.generator.deconv_impl == "resize_conv"
     assert tuple(config.data.source_groups) == (0, 1)
     assert list(config.pretrain) == ["alexnet_identity", "age_classifier", "age_evaluator"]
     for sub in config.pretrain.values():

@@ -20,6 +20,8 @@ import dataclasses
 import math
 from typing import Callable, Literal, Sequence
 
+import dlib
+import face_recognition_models
 import numpy as np
 from PIL import Image
 
@@ -199,8 +201,6 @@ class DlibFaceDetector:
     """dlib's HOG frontal face detector as a `FaceDetectorFn`."""
 
     def __init__(self) -> None:
-        import dlib  # imported here so that injected stand-ins need no dlib
-
         self._detector = dlib.get_frontal_face_detector()
 
     def __call__(self, image: np.ndarray, upsample: int) -> list[tuple[tuple[float, ...], float]]:
@@ -215,18 +215,13 @@ class DlibFivePointPredictor:
     """dlib's 5-point shape predictor (from face_recognition_models) as a `LandmarkPredictorFn`."""
 
     def __init__(self, model_path: str | None = None) -> None:
-        import dlib
-
         if model_path is None:
-            import face_recognition_models
-
             model_path = face_recognition_models.pose_predictor_five_point_model_location()
         self._predictor = dlib.shape_predictor(model_path)
-        self._dlib = dlib
 
     def __call__(self, image: np.ndarray, box: Sequence[float]) -> np.ndarray:
         left, top, right, bottom = (int(round(v)) for v in box)
-        shape = self._predictor(image, self._dlib.rectangle(left, top, right, bottom))
+        shape = self._predictor(image, dlib.rectangle(left, top, right, bottom))
         return np.array([[shape.part(i).x, shape.part(i).y] for i in range(5)], dtype=np.float64)
 
 

@@ -75,7 +75,7 @@ class TFBatchNorm(nn.Module):
         return (x * inv.astype(x.dtype) + shift.astype(x.dtype)).astype(self.dtype)
 
 
-DECONV_IMPLS = ("subpixel", "conv_transpose")
+DECONV_IMPLS = ("subpixel", "conv_transpose", "resize_conv")  # the first two: the same function
 
 
 def _subpixel_taps(kernel_size: int, stride: int) -> tuple[np.ndarray, np.ndarray, int, int]:
@@ -132,7 +132,10 @@ class ConvTransposeSame(nn.Module):
     The kernel keeps TF's layout (kh, kw, out, in) so original weights load unchanged.
     impl: 'subpixel' (default, one dense conv per layer: faster on CPU, see
       `conv_transpose_subpixel`) or 'conv_transpose' (`lax.conv_transpose`); the same
-      function with the same parameters.
+      function with the same parameters. 'resize_conv' is a variant, not the original's
+      function: nearest-neighbour upsampling then a stride-1 conv with the same kernel,
+      whose every output pixel sums the same number of kernel taps, so it cannot draw the
+      checkerboard a stride-2, 3x3 transposed conv draws (Odena et al., Distill 2016).
     """
 
     features: int
@@ -151,6 +154,10 @@ class ConvTransposeSame(nn.Module):
         x, kernel = x.astype(self.dtype), kernel.astype(self.dtype)
         if self.impl == "subpixel":
             y = conv_transpose_subpixel(x, kernel, self.stride)
+        elif self.impl == "resize_conv":
+            upsampled = jnp.repeat(jnp.repeat(x, self.stride, axis=1), self.stride, axis=2)
+            y = jax.lax.conv_general_dilated(upsampled, kernel.transpose(0, 1, 3, 2), (1, 1), "SAME",
+                                             dimension_numbers=("NHWC", "HWIO", "NHWC"))
         else:
             y = jax.lax.conv_transpose(
                 x, kernel, (self.stride, self.stride), "SAME",
