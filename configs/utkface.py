@@ -19,8 +19,8 @@ on these faces (docs/real_faces.md):
 - identity trunk: UTKFace has no identities; the AlexNet trunk learns the 10 gender x race
   classes in place of identities, with its auxiliary age head (weight 1). Of the candidates
   measured, its conv5 features separate a face from others best and agree best with dlib
-  (ROC AUC 0.940 and Spearman 0.19 at conv5, against 0.912 / 0.12 for a random trunk and
-  0.854 / 0.06 for the synthetic-identity trunk).
+  (ROC AUC 0.935 and Spearman 0.24 at conv5, against 0.900 / 0.12 for a random trunk and
+  0.926 / 0.07 for the synthetic-identity trunk; seed 0, docs/real_faces.md).
 - sources 11-30 (groups 0 and 1), not 11-20 only: UTKFace has 1,223 training faces of
   11-20 but 6,736 of 21-30.
 - G's residual output (model.generator.residual_output): G starts as the identity map and
