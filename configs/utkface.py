@@ -47,22 +47,22 @@ CPU_STEPS = {"alexnet_identity": 1500, "age_classifier": 800, "age_evaluator": 8
 QUICK_STEPS = {"alexnet_identity": 4, "age_classifier": 4, "age_evaluator": 4, "gan": 4}
 
 
-def utkface_data(data: ml_collections.ConfigDict, data_dir: str) -> None:
+def utkface_data(data: ml_collections.ConfigDict, data_dir: str, flip: bool) -> None:
     data.update(name="image_folder", builder_config="utkface", data_dir=data_dir, alignment_template="utkface",
-                flip=True)
+                flip=flip)
 
 
 def get_config(arg: str = "") -> ml_collections.ConfigDict:
-    if arg in VARIANT_SIZES or arg == "":
-        arg = f"variant={arg}" if arg else ""
+    if arg in VARIANT_SIZES:
+        arg = f"variant={arg}"
     settings = configlib.parse_arg(arg, variant=str, data_dir=str)
     variant, data_dir = settings.get("variant", ""), settings.get("data_dir", DATA_DIR)
     if variant not in ("",) + tuple(VARIANT_SIZES):
         raise configlib.ConfigError(f"unknown variant {variant!r} of configs/utkface.py; choose '', 'cpu' or 'quick'")
     size = VARIANT_SIZES.get(variant, "")
+    steps = {"cpu": CPU_STEPS, "quick": QUICK_STEPS}.get(variant)
     config = defaults.gan(size)
-    utkface_data(config.data, data_dir)
-    config.data.flip = False  # faithful: no flips in the GAN
+    utkface_data(config.data, data_dir, flip=False)  # faithful: no flips in the GAN
     config.data.source_groups = (0, 1)
     config.data.mixed_age = True
     config.model.generator.residual_output = True
@@ -80,14 +80,13 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
         # trunk (115 px input, 64 conv5 maps) has 2,304 conv5 features, the paper's
         # 43,264, so the weight scales by their ratio.
         config.loss.feature_weight = round(0.5e-4 * 43_264 / 2_304, 6)
-        steps = CPU_STEPS if variant == "cpu" else QUICK_STEPS
         config.num_steps = steps["gan"]
         if variant == "cpu":
             config.checkpoint.every, config.sample_every = 500, 500
     for task, sub in config.pretrain.items():
-        utkface_data(sub.data, data_dir)
-        if size:
-            sub.num_steps = (CPU_STEPS if variant == "cpu" else QUICK_STEPS)[task]
+        utkface_data(sub.data, data_dir, flip=True)
+        if steps:
+            sub.num_steps = steps[task]
             if variant == "cpu":
                 sub.batch_size = 32
                 sub.optimizer.schedule = "cosine"
