@@ -31,7 +31,7 @@ activation maps (what the GAN's identity loss sums):
 Rows `pixels` (the 64 px faces themselves) and `dlib` (its descriptors) frame the scale.
 The dataset must be built first (docs/real_faces.md):
   python -m ipcgan_jax.data.build image_folder --config=utkface \\
-      --manual_dir=../shared/data/utkface_dev,../shared/data/utkface_more --data_dir=workdirs/tfds
+      --manual_dir=/data/utkface_dev,/data/utkface_more --data_dir=workdirs/tfds
 """
 from __future__ import annotations
 
@@ -62,7 +62,6 @@ from ipcgan_jax.data.alignment import warp_affine  # noqa: E402
 from ipcgan_jax.models import AlexNet  # noqa: E402
 from json_report import print_report  # noqa: E402
 
-SHARED_DATA = ("/work/shared/data/utkface_dev", "/work/shared/data/utkface_more")
 NUM_GENDERS, NUM_RACES = 2, 5  # UTKFace's labels.csv: gender 0/1, race 0..4
 PyTree = Any
 
@@ -365,7 +364,8 @@ def head_accuracy(model_and_params, test_set, alexnet_size) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--data_dir", default="workdirs/tfds", help="where the 'utkface' dataset was built")
-    parser.add_argument("--labels", nargs="+", default=list(SHARED_DATA), help="folders with labels.csv")
+    parser.add_argument("--labels", nargs="+", required=True,
+                        help="the UTKFace folders (labels.csv + images/) the dataset was built from")
     parser.add_argument("--judge_faces", type=int, default=600, help="held-out test faces judged")
     parser.add_argument("--random_pairs", type=int, default=3000)
     parser.add_argument("--multitask_steps", type=int, default=500)

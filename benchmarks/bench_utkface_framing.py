@@ -43,7 +43,6 @@ from ipcgan_jax.data.alignment import (  # noqa: E402
 from ipcgan_jax.data.images import read_image  # noqa: E402
 from json_report import print_report  # noqa: E402
 
-SHARED_DATA = ("/work/shared/data/utkface_dev", "/work/shared/data/utkface_more")
 RACES = ("White", "Black", "Asian", "Indian", "Other")  # labels.csv's race 0..4
 BORDER_FRACTION = 0.25  # of the chip side, on every side, for the "fills the chip" probe
 
@@ -93,7 +92,7 @@ def residuals(landmarks_px: np.ndarray, template_px: np.ndarray, side: int) -> d
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--data", nargs="+", default=list(SHARED_DATA))
+    parser.add_argument("--data", nargs="+", required=True, help="UTKFace folders (labels.csv + images/)")
     parser.add_argument("--limit", type=int, default=0, help="chips per folder, 0: all")
     parser.add_argument("--json", help="also write the JSON here")
     args = parser.parse_args()

@@ -2,7 +2,7 @@
 
   # once: build the dataset (2-3 min), see docs/real_faces.md
   python -m ipcgan_jax.data.build image_folder --config=utkface \
-      --manual_dir=../shared/data/utkface_dev,../shared/data/utkface_more --data_dir=workdirs/tfds
+      --manual_dir=/data/utkface_dev,/data/utkface_more --data_dir=workdirs/tfds
   python main.py --config=configs/utkface.py:cpu --workdir=workdirs/utkface_cpu     # this 2-core CPU
   python main.py --config=configs/utkface.py --workdir=workdirs/utkface               # GPU, paper sizes
   python main.py --config=configs/eval.py --workdir=workdirs/utkface_cpu              # evaluate

@@ -38,7 +38,7 @@ DLIB_FIVE_POINT_TEMPLATE = np.array(
 
 # UTKFace's chips: the robust mean of dlib's 5 landmarks, same order, as fractions of the
 # chip side (0..1 spans the outer pixel edges), over 17,723 of the 18,987 chips of
-# ../shared/data/utkface_{dev,more} (dlib finds no face on 638; 626 lie far from the
+# the 18,987 UTKFace chips of docs/real_faces.md (dlib finds no face on 638; 626 lie far from the
 # median face), measured by benchmarks/bench_utkface_framing.py (docs/real_faces.md).
 # Close to dlib's mean face at padding 0.195 and shift 0.004.
 UTKFACE_CHIP_LANDMARKS = np.array(

@@ -5,7 +5,7 @@ command line takes them comma-separated); nothing is written into them. The "utk
 config builds UTKFace's chips as they are (docs/real_faces.md):
 
     python -m ipcgan_jax.data.build image_folder --config=utkface \
-        --manual_dir=../shared/data/utkface_dev,../shared/data/utkface_more --data_dir=workdirs/tfds
+        --manual_dir=/data/utkface_dev,/data/utkface_more --data_dir=workdirs/tfds
 
 Build:
     builder = ImageFolder(config=ImageFolderConfig(name="utk", csv_name="labels.csv",
