@@ -6,13 +6,15 @@
 
 Rerunning the same command resumes from the latest checkpoint in --workdir. Config
 fields can be overridden with --config.<field>=<value>. Multi-host runs call
-`jax.distributed.initialize()` first (--distributed, see launch/).
+`jax.distributed.initialize()` first (--distributed, see launch/). A training run holds
+WORKDIR/run.lock; a second run on the same workdir is refused.
 """
 import jax
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from ipcgan_jax import configlib
+from ipcgan_jax import checkpointing, configlib
+from ipcgan_jax.runlib.lock import WorkdirLockedError
 from ipcgan_jax.tasks import train_and_evaluate
 
 FLAGS = flags.FLAGS
@@ -20,6 +22,8 @@ config_flags.DEFINE_config_file("config", None, "Path to a config file (optional
                                 lock_config=True)
 flags.DEFINE_string("workdir", None, "Directory for checkpoints, logs and samples (resumes if it holds a run).")
 flags.DEFINE_bool("distributed", False, "Call jax.distributed.initialize() (multi-host clusters, SLURM, TPU pods).")
+flags.DEFINE_bool("take_over_lock", False, "Take over a workdir lock left by a run on another host that is gone "
+                  "(locks of dead processes on this host are taken over anyway).")
 flags.mark_flags_as_required(["config", "workdir"])
 
 
@@ -38,7 +42,10 @@ def main(argv):
         logging.set_verbosity(logging.WARNING)
     if FLAGS.distributed:
         jax.distributed.initialize()
-    train_and_evaluate(FLAGS.config, FLAGS.workdir)
+    try:
+        train_and_evaluate(FLAGS.config, FLAGS.workdir, take_over_lock=FLAGS.take_over_lock)
+    except (configlib.ConfigError, checkpointing.CheckpointError, WorkdirLockedError) as error:
+        raise SystemExit(f"error: {error}") from None  # one line: the message says what to do
 
 
 if __name__ == "__main__":

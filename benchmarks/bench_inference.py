@@ -4,9 +4,9 @@
   batch1: one compiled call per (face, group) with batch 1, called 5 times per face.
   batched: `--faces` faces x 5 groups in one compiled call. The call maps G over
     (face, group) pairs with `jax.vmap`, each a batch of 1, because the residual-block
-    BNs use the statistics of their batch even in test mode (SPEC §2): stacking faces into
-    one ordinary batch would change every face's result. The output equals batch1's
-    (checked here, `max_abs_diff_vs_batch1`).
+    BNs use the statistics of their batch even in test mode (docs/faithfulness.md §4):
+    stacking faces into one ordinary batch would change every face's result. The output
+    equals batch1's (checked here, `max_abs_diff_vs_batch1`).
 Random G parameters with moving statistics from a few training-mode batches.
 
 Usage: python benchmarks/bench_inference.py [--faces 8] [--repeats 5] [--dtype float32]

@@ -1,10 +1,11 @@
 """Speed of the faithful IPCGAN training step in JAX, side by side with PyTorch; prints JSON.
 
-One step = one D update and one G update (SPEC §6), faithful networks (G 32 features,
-6 residual blocks; D 64 features, 512 outputs; AlexNet at full size, 227x227, random and
-frozen), random data already in memory. For every (batch, dtype) the two programs run
-alternately in fresh subprocesses, A B A B ... (`--rounds`), because on a shared machine
-load changes over minutes: compare the medians of the same round pair, and the ratio.
+One step = one D update and one G update (docs/faithfulness.md §10), faithful networks
+(G 32 features, 6 residual blocks; D 64 features, 512 outputs; AlexNet at full size,
+227x227, random and frozen), random data already in memory. For every (batch, dtype) the
+two programs run alternately in fresh subprocesses, A B A B ... (`--rounds`), because on a
+shared machine load changes over minutes: compare the medians of the same round pair, and
+the ratio.
 
 JAX side (this file, `--worker jax`): median / min / max ms over `--steps` timed steps
 after `--warmup`, images/s = batch / median, compile time (round 1 with an empty

@@ -1,6 +1,6 @@
 """Age classifier and age evaluator on real faces (UTKFace dev set), printed as JSON.
 
-  python benchmarks/bench_utkface_classifiers.py [--data /work/shared/data/utkface_dev]
+  python benchmarks/bench_utkface_classifiers.py --data /data/utkface_dev
       [--workdir /tmp/bench_utkface] [--age-steps N] [--evaluator-steps N]
 
 The faces (200x200 aligned crops, labels.csv's age_group) are loaded into an in-memory
@@ -55,7 +55,8 @@ def load_utkface(data_dir: str, test_fraction: float, seed: int) -> tuple[FaceSo
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--data", default="/work/shared/data/utkface_dev")
+    parser.add_argument("--data", required=True,
+                        help="a folder of UTKFace chips with labels.csv (e.g. /data/utkface_dev)")
     parser.add_argument("--workdir", default="/tmp/bench_utkface")
     parser.add_argument("--age-steps", type=int, default=0, help="0: the demo's number of steps")
     parser.add_argument("--evaluator-steps", type=int, default=0, help="0: the demo's number of steps")

@@ -63,14 +63,6 @@ def failure_reason(detector: DlibFaceDetector, chip: np.ndarray, upsample: int) 
     return "not found"
 
 
-def robust_mean(points: np.ndarray) -> tuple[np.ndarray, int]:
-    """(5, 2) mean over chips within 2.5x the median distance of the median face; count used."""
-    median = np.median(points, axis=0)
-    distance = np.sqrt(((points - median) ** 2).sum(axis=2).mean(axis=1))
-    kept = distance <= 2.5 * np.median(distance)
-    return points[kept].mean(axis=0), int(kept.sum())
-
-
 def residuals(landmarks_px: np.ndarray, template_px: np.ndarray, side: int) -> dict[str, dict[str, float]]:
     """Statistics of the similarity that re-aligns each chip (landmarks (N, 5, 2)) to the template."""
     centre = np.array([(side - 1) / 2.0] * 2)
@@ -121,7 +113,7 @@ def main() -> None:
     side = 200
     landmarks = np.stack(landmarks)
     fractions = (landmarks + 0.5) / side
-    template, used = robust_mean(fractions)
+    template, kept = face_templates.robust_mean_landmarks(fractions)
     padding, shift = face_templates.fit_padding_and_shift(template)
     stored = face_templates.UTKFACE_CHIP_LANDMARKS
 
@@ -144,7 +136,7 @@ def main() -> None:
         "chips_with_several_faces": several_faces,
         "template": {
             "landmarks_fraction_of_side": np.round(template, 4).tolist(),
-            "chips_in_robust_mean": used,
+            "chips_in_robust_mean": int(kept.sum()),
             "landmark_std_fraction": np.round(fractions.std(axis=0), 4).tolist(),
             "fitted_dlib_padding": round(padding, 4),
             "fitted_dlib_vertical_shift": round(shift, 4),

@@ -1,4 +1,4 @@
-"""AlexNet identity features: the frozen trunk of IPCGAN's identity loss (SPEC §4).
+"""AlexNet identity features: the frozen trunk of the identity loss (docs/faithfulness.md §6).
 
   python main.py --config=configs/alexnet_identity.py --workdir=workdirs/alexnet_identity
   python main.py --config=configs/alexnet_identity.py --workdir=workdirs/alexnet_identity \

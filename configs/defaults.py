@@ -1,10 +1,10 @@
 """The default values of every task; each config file starts from one and shows what it changes.
 
-Full size (variant ''): the CACD runs of the paper (SPEC §4-7). The small variants run
-the same code on the in-memory synthetic faces and train their own small frozen networks
-first: 'quick' (tests, about a minute on a CPU) and 'demo' (the embedded default,
-visible aging on a 2-core CPU in under 15 minutes). Their sizes are the tables under
-"Small variants" below. `ipcgan_jax.configlib.validate_config` checks the ranges.
+Full size (variant ''): the CACD runs of the paper (docs/faithfulness.md §6-§10). The
+small variants run the same code on the in-memory synthetic faces and train their own
+small frozen networks first: 'quick' (tests, about a minute on a CPU) and 'demo' (the
+embedded default, visible aging on a 2-core CPU in under 15 minutes). Their sizes are the
+tables under "Small variants" below. `ipcgan_jax.configlib.validate_config` checks the ranges.
 """
 from __future__ import annotations
 
@@ -30,7 +30,7 @@ def data() -> ml_collections.ConfigDict:
         alignment_template="cacd",  # the faces' framing, which the photo tool reproduces: 'cacd' | 'utkface'
         image_size=128,            # G and D resolution
         alexnet_size=227,          # AlexNet input resolution
-        source_groups=(0,),        # SPEC §6: sources only from group 0 (11-20)
+        source_groups=(0,),        # sources only from group 0, 11-20 (docs/faithfulness.md §10)
         mixed_age=False,           # variant: per-example target groups instead of one per batch
         flip=False,                # variant: random horizontal flips
         prefetch=2,
@@ -67,7 +67,8 @@ def check_variant(variant: str) -> None:
 
 # ----------------------------------------------------------------------------- GAN
 def gan(variant: str = "") -> ml_collections.ConfigDict:
-    """The paper's run: G75 with conv5 identity features (SPEC §5-6), or a small variant."""
+    """The paper's run: G75 with conv5 identity features (docs/faithfulness.md §7-§10), or a
+    small variant."""
     check_variant(variant)
     c = ml_collections.ConfigDict()
     c.task = "gan"
@@ -153,8 +154,8 @@ def classifier(task: str, variant: str = "") -> ml_collections.ConfigDict:
         # Weight of an auxiliary age-group loss trained with the trunk (its age head is
         # not exported). 0 is the original identity-only fine-tuning of an ImageNet trunk;
         # the synthetic faces, with no ImageNet start and identities that by construction
-        # carry no age, need it for the trunk to keep age features (SPEC §4: the age
-        # head is trained on this frozen trunk).
+        # carry no age, need it for the trunk to keep age features (the age head is trained
+        # on this frozen trunk: docs/faithfulness.md §6).
         c.auxiliary_age_weight = 0.0
     if task == "age_classifier":
         c.frozen = ml_collections.ConfigDict(dict(alexnet="../alexnet_identity/export"))

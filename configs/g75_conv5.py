@@ -1,4 +1,4 @@
-"""IPCGAN as in the paper: G75, conv5 identity features (SPEC §5-6).
+"""IPCGAN as in the paper: G75, conv5 identity features (docs/faithfulness.md §7, §10).
 
   python main.py --config=configs/g75_conv5.py --workdir=workdirs/g75_conv5
 

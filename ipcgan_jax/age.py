@@ -3,6 +3,8 @@
     python -m ipcgan_jax.age me.jpg family/            # the shipped real-face model
     python -m ipcgan_jax.age me.jpg --workdir=workdirs/utkface_cpu
     python -m ipcgan_jax.age me.jpg --checkpoint=converted/generator --groups 3 4 --paste-back
+    python -m ipcgan_jax.age me.jpg --age 25 37 60        # ages in years, between the groups
+    python -m ipcgan_jax.age me.jpg --progression --frames 21 --duration 4 --paste-back
 
 For each photo: detect the largest face (--all-faces: every face), align it as the
 training data was aligned, and write into --out (default: a new folder `aged`,
@@ -11,7 +13,14 @@ training data was aligned, and write into --out (default: a new folder `aged`,
   NAME_grid.png             the aligned input beside each age group, labelled 11-20 ... 51+
   NAME_<age range>.png      one image per age group
   NAME_<age range>_photo.png  with --paste-back: the aged face pasted into the photo
+  NAME_<age>y.png ...       with --age: one image per age (37y, 60y; also _photo)
+  NAME_progression.webp     with --progression: an animation from 11-20 to 51+ through
+                            the ages between (--frames, --duration; --animation-format gif)
+  NAME_progression_strip.png  its frames side by side, labelled with their ages
+  NAME_progression_photo.webp  with --progression --paste-back: the same in the photo
 
+Ages in years are blends of the two nearest groups' condition maps
+(`ipcgan_jax.continuous_age.age_condition`; the network was trained on single groups only).
 (NAME_face<k>_... for the k-th face with --all-faces.) Photos without a usable face are
 reported and skipped. Nothing is written into, or changed in, the input folders, and no
 existing file is overwritten. See `ipcgan_jax.inference` for the Python API and how
@@ -25,13 +34,17 @@ import sys
 from typing import Sequence
 
 import numpy as np
-from PIL import Image
 from tqdm.auto import tqdm
 
-from ipcgan_jax import inference, visualization
+from ipcgan_jax import checkpointing, continuous_age, inference, visualization
+from ipcgan_jax.constants import MAX_REQUESTED_AGE, MIN_AGE
+from ipcgan_jax.data import images
 from ipcgan_jax.data.images import ImageReadError
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp")
+# The --progression animation's defaults (also the web page's, ipcgan_jax.serve).
+DEFAULT_FRAMES = 21
+DEFAULT_DURATION_S = 4.0
 
 
 def list_photos(inputs: Sequence[str]) -> list[str]:
@@ -86,8 +99,25 @@ def _unique_stem(path: str, used: set[str]) -> str:
 
 
 def _save_new(path: str, image: np.ndarray) -> None:
+    _write_new(path, visualization.png_bytes(image))
+
+
+def _write_new(path: str, data: bytes) -> None:
     with open(path, "xb") as f:  # exclusive: never overwrites
-        Image.fromarray(np.asarray(image, np.uint8)).save(f, format="PNG")
+        f.write(data)
+
+
+def frame_ms(num_frames: int, duration_s: float) -> int:
+    """Milliseconds per frame of an animation of `num_frames` lasting `duration_s` seconds."""
+    if not duration_s > 0:
+        raise ValueError(f"the animation's duration must be positive, got {duration_s} s")
+    return max(1, round(1000.0 * duration_s / num_frames))
+
+
+def progression_strip(face: inference.AgedFace) -> np.ndarray:
+    """The frames of a progression (`face.ages`) side by side, labelled with their ages."""
+    return visualization.make_grid([list(face.outputs)],
+                                   column_titles=[continuous_age.age_label(a) for a in face.ages])
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -99,8 +129,22 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
                         f"real-face generator shipped with the package ({inference.DEFAULT_PRETRAINED})")
     source.add_argument("--checkpoint", help="a WORKDIR/checkpoints/<step> folder or an exported "
                         "generator (python -m ipcgan_jax.export or python -m ipcgan_jax.convert)")
+    parser.add_argument("--step", type=int, default=None,
+                        help="with --workdir: which of its checkpoints (default: the latest)")
     parser.add_argument("--out", help="output folder (default: a new ./aged, ./aged_1, ...)")
-    parser.add_argument("--groups", type=int, nargs="+", help="age groups to make (default: all), 0 = 11-20")
+    targets = parser.add_mutually_exclusive_group()
+    targets.add_argument("--groups", type=int, nargs="+", help="age groups to make (default: all), 0 = 11-20")
+    targets.add_argument("--age", type=float, nargs="+", metavar="YEARS",
+                         help=f"ages in years to make instead ({MIN_AGE}..{MAX_REQUESTED_AGE}; blends of the "
+                         "two nearest groups, see ipcgan_jax.continuous_age.age_condition)")
+    parser.add_argument("--progression", action="store_true",
+                        help="also write an ageing animation from 11-20 to 51+ and its frame strip")
+    parser.add_argument("--frames", type=int, default=DEFAULT_FRAMES,
+                        help=f"frames of the --progression animation (default {DEFAULT_FRAMES})")
+    parser.add_argument("--duration", type=float, default=DEFAULT_DURATION_S,
+                        help=f"seconds the --progression animation lasts (default {DEFAULT_DURATION_S:g})")
+    parser.add_argument("--animation-format", choices=visualization.ANIMATION_FORMATS, default="webp",
+                        help="--progression animation file: lossless animated WebP (default) or GIF")
     parser.add_argument("--paste-back", action="store_true", help="also paste each aged face into the photo")
     parser.add_argument("--all-faces", action="store_true", help="age every face, not only the largest")
     parser.add_argument("--min-face-size", type=int, default=None,
@@ -117,6 +161,10 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
+    ages = continuous_age.check_requested_ages(args.age) if args.age else None
+    if args.progression:  # checked before any model is loaded
+        frame_ages = continuous_age.progression_ages(args.frames)
+        animation_ms = frame_ms(args.frames, args.duration)
     photos = list_photos(args.inputs)
     if not photos:
         print("no image files found in the inputs", file=sys.stderr)
@@ -125,9 +173,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     kwargs = {"upsample": args.upsample, "bn_mode": args.bn_mode}
     if args.min_face_size is not None:
         kwargs["min_face_size"] = args.min_face_size
+    if args.step is not None and not args.workdir:
+        print("--step needs --workdir (a --checkpoint folder names its step)", file=sys.stderr)
+        return 2
     if args.workdir or args.checkpoint:
-        ager = inference.FaceAger.from_checkpoint(args.workdir or args.checkpoint, image_size=args.image_size,
-                                                  aligned_size=args.aligned_size, **kwargs)
+        try:
+            ager = inference.FaceAger.from_checkpoint(args.workdir or args.checkpoint, step=args.step,
+                                                      image_size=args.image_size, aligned_size=args.aligned_size,
+                                                      **kwargs)
+        except checkpointing.CheckpointError as error:
+            print(f"error: {error}; choose a checkpoint with --workdir=WORKDIR --step=N", file=sys.stderr)
+            return 2
     else:
         ager = inference.FaceAger.from_pretrained(image_size=args.image_size, aligned_size=args.aligned_size,
                                                   **kwargs)
@@ -135,8 +191,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"note: {ager.loaded.source} was trained on the built-in synthetic (drawn) faces, not on photos: "
               "on real photos it draws noise. For real photos, leave out --workdir/--checkpoint to use the "
               "shipped real-face model, or train one (configs/utkface.py).", file=sys.stderr)
-    groups = ager.resolve_groups(args.groups)
-    labels = ager.group_labels(groups)
+    groups = None if ages else ager.resolve_groups(args.groups)
+    labels = [continuous_age.age_label(a) for a in ages] if ages else ager.group_labels(groups)
     os.makedirs(out, exist_ok=True)
     print(f"model: {ager.loaded.source} (step {ager.loaded.step}), BN mode {ager.bn_mode}; writing to {out}",
           file=sys.stderr)
@@ -145,8 +201,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     num_faces = 0
     for photo in tqdm(photos, desc="ageing", unit="photo", disable=len(photos) < 2):
         try:
-            original = inference.as_rgb_uint8(photo)
-            faces = ager.age_faces(original, groups, all_faces=args.all_faces)
+            original = images.as_rgb_uint8(photo)
+            faces = ager.age_faces(original, groups, all_faces=args.all_faces, ages=ages)
         except (ImageReadError, inference.FaceNotFoundError, inference.FaceTooSmallError) as error:
             reason = error.reason if isinstance(error, ImageReadError) else str(error)
             skipped.append((photo, reason))
@@ -163,6 +219,15 @@ def main(argv: Sequence[str] | None = None) -> int:
             if args.paste_back:
                 for label, pasted in zip(labels, face.paste_back(original)):
                     _save_new(os.path.join(out, f"{name}_{label}_photo.png"), pasted)
+            if args.progression:
+                frames = ager.reage(face, ages=frame_ages)
+                suffix = args.animation_format
+                _write_new(os.path.join(out, f"{name}_progression.{suffix}"), visualization.animation_bytes(
+                    frames.outputs, frame_ms=animation_ms, image_format=suffix))
+                _save_new(os.path.join(out, f"{name}_progression_strip.png"), progression_strip(frames))
+                if args.paste_back:
+                    _write_new(os.path.join(out, f"{name}_progression_photo.{suffix}"), visualization.animation_bytes(
+                        frames.paste_back(original), frame_ms=animation_ms, image_format=suffix))
             num_faces += 1
     print(f"aged {num_faces} face(s) from {len(photos) - len(skipped)} of {len(photos)} photo(s) into {out}",
           file=sys.stderr)

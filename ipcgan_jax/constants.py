@@ -8,16 +8,27 @@ from __future__ import annotations
 # The Caffe ImageNet mean in Caffe's BGR channel order (B 104, G 117, R 124). The original
 # code subtracts it from RGB images channel by channel without reordering, i.e. 104 from
 # R and 124 from B; the pretrained networks were trained on inputs scaled that way, so
-# every input path here does the same (SPEC §7).
+# every input path here does the same (docs/faithfulness.md §8).
 CAFFE_MEAN_BGR = (104.0, 117.0, 124.0)
 
-# Age groups (SPEC §1): the inclusive upper age of every group but the last, open-ended
-# one, and the youngest age of the first group. `data.age_groups` maps ages with these;
+# Age groups (docs/faithfulness.md §2): the inclusive upper age of every group but the
+# last, open-ended one, and the youngest age of the first group. `data.age_groups` maps ages with these;
 # its `age_group_labels()` of them is AGE_GROUP_LABELS (tested).
 AGE_GROUP_UPPER_AGES = (20, 30, 40, 50)
 MIN_AGE = 11
 AGE_GROUP_LABELS = ("11-20", "21-30", "31-40", "41-50", "51+")
 NUM_AGE_GROUPS = len(AGE_GROUP_LABELS)
+
+# Continuous ages (ipcgan_jax.continuous_age.age_condition): each group's centre in years, the
+# midpoint of its ten years (15.5 ... 45.5); the open-ended last group is given the same
+# width (51-60: 55.5). A requested age between two centres blends those two groups'
+# condition maps linearly; below the first centre or above the last one it is that
+# group's one-hot condition. Requests outside MIN_AGE..MAX_REQUESTED_AGE are refused.
+_GROUP_WIDTH = AGE_GROUP_UPPER_AGES[-1] - AGE_GROUP_UPPER_AGES[-2]
+_GROUP_LOWER_AGES = (MIN_AGE,) + tuple(upper + 1 for upper in AGE_GROUP_UPPER_AGES)
+_GROUP_UPPER_AGES_CLOSED = AGE_GROUP_UPPER_AGES + (AGE_GROUP_UPPER_AGES[-1] + _GROUP_WIDTH,)
+AGE_GROUP_CENTRES = tuple((lower + upper) / 2 for lower, upper in zip(_GROUP_LOWER_AGES, _GROUP_UPPER_AGES_CLOSED))
+MAX_REQUESTED_AGE = 120
 
 # AlexNet parameter names (models.AlexNet) by part: the conv trunk; the identity head on
 # pool5 (fc6 and fc7 as in Caffe, new_1 and new_2 added for the CACD identities); the age
@@ -28,7 +39,8 @@ ALEXNET_IDENTITY_LAYERS = ALEXNET_TRUNK_LAYERS + ALEXNET_IDENTITY_HEAD_LAYERS
 ALEXNET_AGE_HEAD_LAYERS = ("age_fc6", "age_fc7", "age_fc8")
 # The layers `bvlc_alexnet.npy` (ImageNet AlexNet) provides; its fc8 is ImageNet's classes.
 BVLC_ALEXNET_LAYERS = ALEXNET_TRUNK_LAYERS + ("fc6", "fc7")
-# AlexNet activations the identity feature loss may use (SPEC §5; config loss.feature_layer).
+# AlexNet activations the identity feature loss may use (docs/faithfulness.md §7; config
+# loss.feature_layer).
 FEATURE_LAYERS = ("conv1", "conv2", "conv3", "conv4", "conv5", "pool5", "fc6", "fc7")
 
 # How the generator's BatchNorms run at inference (ipcgan_jax.inference; config bn_mode):

@@ -15,7 +15,8 @@ Output layout, one directory per network, each written by
 For the GAN, AlexNet's params are those of `alexnet/` merged with `age_classifier/`.
 Each `metadata.json` names the network, its source file and what the import ignored.
 DIR must not exist or be empty: nothing is overwritten. Shapes are the faithful ones
-(SPEC §2-4); a checkpoint that does not match by name and shape is refused.
+(docs/faithfulness.md §3-§6); a checkpoint that does not match by name and shape is
+refused.
 """
 from __future__ import annotations
 

@@ -45,7 +45,7 @@ import ml_collections
 import numpy as np
 from tqdm.auto import tqdm
 
-from ipcgan_jax import age_evaluator, fid, identity, inference, preprocessing, visualization
+from ipcgan_jax import age_evaluator, checkpointing, fid, identity, inference, preprocessing, visualization
 from ipcgan_jax.configlib import ConfigError, validate_config
 from ipcgan_jax.data import sources, synthetic
 
@@ -167,7 +167,10 @@ def evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
         messages.append(f"FID skipped: set fid_inception_weights to pytorch-fid's {fid.INCEPTION_WEIGHTS_FILE} "
                         f"(download it from {fid.INCEPTION_WEIGHTS_URL}), or fid_feature_extractor to "
                         "'package.module:factory' (see ipcgan_jax.fid)")
-    loaded = inference.load_generator(workdir, step=config.step or None)
+    try:
+        loaded = inference.load_generator(workdir, step=config.step or None)
+    except checkpointing.CheckpointError as error:
+        raise checkpointing.CheckpointError(f"{error}; evaluate a chosen checkpoint with --config.step=N") from None
     run_config = loaded.run_config
     if run_config is None:
         raise ValueError(f"{workdir} is an exported generator, not a GAN run's workdir: evaluation needs the "

@@ -53,7 +53,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             extra["evaluation"] = json.load(f)
     if args.note:
         extra["note"] = args.note
-    metadata = export_generator(args.workdir, args.out, step=args.step, extra_metadata=extra)
+    try:
+        metadata = export_generator(args.workdir, args.out, step=args.step, extra_metadata=extra)
+    except checkpointing.CheckpointError as error:
+        print(f"error: {error}; choose a checkpoint with --step=N", file=sys.stderr)
+        return 2
     print(f"exported the generator of {args.workdir} at step {metadata['step']} to {args.out}")
     return 0
 

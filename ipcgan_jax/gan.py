@@ -4,8 +4,9 @@ One `GanState` holds both players (parameters, BatchNorm statistics, optimizer s
 and the step counter. The frozen AlexNet (identity trunk + age head) is an argument of
 the step, never part of the state: it is not donated and not checkpointed.
 
-Per step (SPEC §6): one D update on (real x_t with c_t, real x_t with the false c_f,
-G(x_s) with c_t), then one G update on a fresh source batch against the updated D.
+Per step (docs/faithfulness.md §10): one D update on (real x_t with c_t, real x_t with
+the false c_f, G(x_s) with c_t), then one G update on a fresh source batch against the
+updated D.
 """
 from __future__ import annotations
 
@@ -57,7 +58,7 @@ def build_optimizer(config: ml_collections.ConfigDict) -> optax.GradientTransfor
 
 
 def init_state(config: ml_collections.ConfigDict, rng: jax.Array) -> GanState:
-    """Fresh G and D with the official initialisers (SPEC §2-3)."""
+    """Fresh G and D with the official initialisers (docs/faithfulness.md §3, §5)."""
     size = config.data.image_size
     images = jnp.zeros((1, size, size, 3), jnp.float32)
     age_group = jnp.zeros((1,), jnp.int32)
@@ -183,7 +184,8 @@ def make_generate(config: ml_collections.ConfigDict, *, train_mode_bn: bool = Fa
     """Returns `generate(g_variables, images, age_group) -> images in [-1, 1]` (uncompiled).
 
     By default the generator runs in test mode: moving statistics everywhere except the
-    residual blocks, whose BNs use batch statistics in every mode (SPEC §2)."""
+    residual blocks, whose BNs use batch statistics in every mode
+    (docs/faithfulness.md §4)."""
     generator = build_generator(config)
 
     def generate(g_variables: PyTree, images: jax.Array, age_group: jax.Array) -> jax.Array:

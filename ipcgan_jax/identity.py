@@ -38,7 +38,7 @@ class FaceEmbedder:
     """128-d dlib face descriptors of aligned crops of one layout.
 
     Args:
-      padding, vertical_shift: the crop layout (`ipcgan_jax.inference.AlignmentSettings`).
+      padding, vertical_shift: the crop layout (`ipcgan_jax.data.framing.AlignmentSettings`).
       recognition_model, landmark_model: file paths; None uses face_recognition_models'.
     """
 

@@ -3,16 +3,18 @@
     ager = FaceAger.from_checkpoint("workdirs/demo")        # a run's workdir, a step
     outputs = ager.age("me.jpg")                             # folder, or a converted export
     # uint8 (num_groups, S, S, 3): the largest face at every age group (11-20 ... 51+)
+    outputs = ager.age("me.jpg", age=[25, 37, 60])           # ages in years: blends of the
+                                                             # two nearest groups (age_condition)
 
 A photo goes through the same code as the datasets: dlib detection and 5-point
 alignment (`ipcgan_jax.data.alignment.FaceAligner`) to the crop layout the run was
 trained on (400x400 for CACD-built data, the renderer's layout and size for the
-synthetic faces), then the generator-input scaling of SPEC §7 (TF1 bilinear resize to
-the run's image size, minus the Caffe mean).
+synthetic faces), then the generator-input scaling of docs/faithfulness.md §8 (TF1
+bilinear resize to the run's image size, minus the Caffe mean).
 
-BatchNorm at inference (SPEC §2, §9). The original test script ran G in training mode
-and batched every test face with 31 training faces, so a face's output depended on its
-batch neighbours; and its 12 residual-block BNs use batch statistics even in test mode.
+BatchNorm at inference (docs/faithfulness.md §4, §12). The original test script ran G in
+training mode and batched every test face with 31 training faces, so a face's output
+depended on its batch neighbours; and its 12 residual-block BNs use batch statistics even in test mode.
 Here every (face, age group) pair is its own batch of one (vectorised with `jax.vmap`,
 so pairs never share statistics): an output depends only on its face and group, never
 on what else is being aged. Two BN modes remain, selected by `bn_mode`:
@@ -42,8 +44,9 @@ import numpy as np
 
 from ipcgan_jax import checkpointing, gan, preprocessing
 from ipcgan_jax.constants import AGE_GROUP_LABELS, BN_MODES, CAFFE_MEAN_BGR, NUM_AGE_GROUPS
-from ipcgan_jax.data import alignment, face_templates, synthetic
-from ipcgan_jax.data.images import read_image
+from ipcgan_jax.continuous_age import age_condition, check_requested_ages
+from ipcgan_jax.data import alignment, framing
+from ipcgan_jax.data.images import as_rgb_uint8
 from ipcgan_jax.models import Generator
 from ipcgan_jax.models.layers import TFBatchNorm
 
@@ -63,49 +66,6 @@ class FaceTooSmallError(ValueError):
     """The face found is too small to age (its detector box is below `min_face_size`)."""
 
 
-@dataclasses.dataclass(frozen=True)
-class AlignmentSettings:
-    """The crop layout a generator was trained on (see `FaceAligner`): a named template
-    (`face_templates.FACE_TEMPLATES`) with its padding and shift."""
-
-    output_size: int = alignment.DEFAULT_OUTPUT_SIZE
-    padding: float = face_templates.DEFAULT_PADDING
-    vertical_shift: float = face_templates.DEFAULT_VERTICAL_SHIFT
-    template: str = face_templates.DEFAULT_TEMPLATE
-
-
-def synthetic_alignment(size: int) -> AlignmentSettings:
-    """The FaceAligner settings whose template best fits the synthetic renderer's faces.
-
-    The padding and shift fitted to the mean canonical landmarks of many rendered
-    identities (`face_templates.fit_padding_and_shift`).
-    """
-    identities = synthetic.sample_identities(256, seed=0)
-    groups = np.arange(len(identities)) % NUM_AGE_GROUPS
-    points = synthetic.face_landmarks(identities, groups, size=size).mean(axis=0)
-    # Pixel centres -> fractions of the side.
-    padding, shift = face_templates.fit_padding_and_shift((points + 0.5) / size)
-    return AlignmentSettings(output_size=int(size), padding=padding, vertical_shift=shift)
-
-
-def alignment_for_data(data_config: Any) -> AlignmentSettings:
-    """The crop layout implied by a run's data config.
-
-    'synthetic' (in memory): the renderer's layout at data.size; 'synthetic_aging'
-    (TFDS): the same at its builder config's size (128, or 64 for 'small_64'); CACD and
-    image folders: 400x400 crops of the template named by data.alignment_template
-    ("cacd", the builders' default, or "utkface" for UTKFace's chips).
-    """
-    name = data_config.get("name", "cacd")
-    if name == "synthetic":
-        return synthetic_alignment(int(data_config.get("size", 128)))
-    if name == "synthetic_aging":
-        return synthetic_alignment(64 if data_config.get("builder_config") == "small_64" else 128)
-    template = data_config.get("alignment_template", face_templates.DEFAULT_TEMPLATE)
-    named = face_templates.get_template(template)
-    return AlignmentSettings(padding=named.padding, vertical_shift=named.vertical_shift, template=template)
-
-
 # ----------------------------------------------------------------------------- loading
 # The generators shipped inside the package (ipcgan_jax/pretrained/<name>, written by
 # `python -m ipcgan_jax.export`), and the one the photo tool uses by default.
@@ -121,7 +81,7 @@ class LoadedGenerator:
     generator: Generator
     variables: PyTree
     image_size: int
-    alignment: AlignmentSettings
+    alignment: framing.AlignmentSettings
     source: str
     step: int | None
     run_config: ml_collections.ConfigDict | None
@@ -163,9 +123,9 @@ def load_generator(path: str, *, step: int | None = None, image_size: int | None
         if RUN_CONFIG_KEY in metadata:  # exported from a run: its settings travel with it
             config = ml_collections.ConfigDict(metadata[RUN_CONFIG_KEY])
             return LoadedGenerator(gan.build_generator(config), variables, image_size or int(config.data.image_size),
-                                   alignment_for_data(config.data), path, metadata.get("step"), config)
+                                   framing.alignment_for_data(config.data), path, metadata.get("step"), config)
         generator = _generator_from_params(variables["params"])
-        return LoadedGenerator(generator, variables, image_size or 128, AlignmentSettings(), path, None, None)
+        return LoadedGenerator(generator, variables, image_size or 128, framing.AlignmentSettings(), path, None, None)
     parent = os.path.dirname(path)
     if os.path.basename(parent) == "checkpoints" and os.path.basename(path).isdigit():
         workdir, step = os.path.dirname(parent), int(os.path.basename(path))
@@ -177,7 +137,7 @@ def load_generator(path: str, *, step: int | None = None, image_size: int | None
     state, _, step = checkpointing.restore_state_tree(os.path.join(workdir, "checkpoints"), step)
     variables = {"params": state["g_params"], "batch_stats": state["g_batch_stats"]}
     return LoadedGenerator(gan.build_generator(config), variables, int(config.data.image_size),
-                           alignment_for_data(config.data), workdir, step, config)
+                           framing.alignment_for_data(config.data), workdir, step, config)
 
 
 # ----------------------------------------------------------------------------- BN modes
@@ -203,57 +163,36 @@ def residual_moving_stats_available(batch_stats: PyTree) -> bool:
 
 
 def make_generate_pairs(generator: Generator, bn_mode: BnMode):
-    """`generate(variables, g_inputs (P,S,S,3), age_groups (P,)) -> (P,S,S,3) in [-1, 1]`.
+    """`generate(variables, g_inputs (P,S,S,3), conditions (P, num_groups)) -> (P,S,S,3)`
+    in [-1, 1]; a condition row is a group's one-hot row or a blend (`age_condition`).
 
     Every pair runs as its own batch of one under `jax.vmap`, so no statistic is ever
     shared between pairs (module docstring)."""
     if bn_mode not in BN_MODES:
         raise ValueError(f"bn_mode must be one of {BN_MODES}, got {bn_mode!r}")
 
-    def one(variables: PyTree, g_input: jax.Array, age_group: jax.Array) -> jax.Array:
-        return generator.apply(variables, g_input[None], age_group[None], train=False)[0]
+    def one(variables: PyTree, g_input: jax.Array, condition: jax.Array) -> jax.Array:
+        return generator.apply(variables, g_input[None], condition[None], train=False)[0]
 
-    def generate(variables: PyTree, g_inputs: jax.Array, age_groups: jax.Array) -> jax.Array:
+    def generate(variables: PyTree, g_inputs: jax.Array, conditions: jax.Array) -> jax.Array:
         run = jax.vmap(one, in_axes=(None, 0, 0))
         if bn_mode == "moving":
             with nn.intercept_methods(_residual_bns_use_moving_stats):
-                return run(variables, g_inputs, age_groups)
-        return run(variables, g_inputs, age_groups)
+                return run(variables, g_inputs, conditions)
+        return run(variables, g_inputs, conditions)
 
     return generate
 
 
-# ----------------------------------------------------------------------------- images
-def as_rgb_uint8(image: np.ndarray | str | os.PathLike) -> np.ndarray:
-    """A path (read with `read_image`: EXIF rotation, alpha on black, any mode) or an
-    array: (H, W) grayscale, (H, W, 1), (H, W, 3) RGB or (H, W, 4) RGBA, uint8 or floats
-    in 0..255 -> (H, W, 3) uint8."""
-    if isinstance(image, (str, os.PathLike)):
-        return read_image(image)
-    array = np.asarray(image)
-    if array.ndim == 2:
-        array = array[:, :, None]
-    if array.ndim != 3 or array.shape[2] not in (1, 3, 4) or min(array.shape[:2]) == 0:
-        raise ValueError(f"expected an (H, W), (H, W, 1), (H, W, 3) or (H, W, 4) image, got shape {array.shape}")
-    if array.dtype != np.uint8:
-        if not np.issubdtype(array.dtype, np.number) or not np.all(np.isfinite(array)):
-            raise ValueError(f"image must hold finite numbers in 0..255, got dtype {array.dtype}")
-        array = np.clip(np.rint(array), 0, 255).astype(np.uint8)
-    if array.shape[2] == 4:  # alpha on black, as read_image and the aligner's fill
-        alpha = array[:, :, 3:].astype(np.float32) / 255.0
-        array = np.rint(array[:, :, :3] * alpha).astype(np.uint8)
-    if array.shape[2] == 1:
-        array = np.repeat(array, 3, axis=2)
-    return np.ascontiguousarray(array)
-
-
 @dataclasses.dataclass(frozen=True)
 class AgedFace:
-    """One face aged to several groups.
+    """One face aged to several groups, or to several ages in years.
 
     aligned: (A, A, 3) uint8 aligned crop; generator_input: (S, S, 3) uint8, the crop as
-    G sees it (resized); outputs: (len(age_groups), S, S, 3) uint8; transform: original ->
-    aligned pixels (None for crops given already aligned); box: detector box or None.
+    G sees it (resized); outputs: (len(age_groups), S, S, 3) uint8, or one per age of
+    `ages` when the face was aged to ages in years (age_groups is then empty);
+    transform: original -> aligned pixels (None for crops given already aligned); box:
+    detector box or None.
     """
 
     aligned: np.ndarray
@@ -262,9 +201,10 @@ class AgedFace:
     age_groups: tuple[int, ...]
     transform: np.ndarray | None
     box: np.ndarray | None
+    ages: tuple[float, ...] = ()
 
     def paste_back(self, original: np.ndarray) -> np.ndarray:
-        """(len(age_groups), H, W, 3): the original photo with each aged face pasted in."""
+        """(len(outputs), H, W, 3): the original photo with each aged face pasted in."""
         if self.transform is None:
             raise ValueError("this face was given already aligned: there is no photo to paste it into")
         return np.stack([alignment.paste_back(original, output, self.transform,
@@ -364,7 +304,7 @@ class FaceAger:
 
     # ------------------------------------------------------------------ generation
     def to_generator_input(self, crops: np.ndarray) -> np.ndarray:
-        """(N, A, A, 3) uint8 crops -> (N, S, S, 3) float32 G input (SPEC §7)."""
+        """(N, A, A, 3) uint8 crops -> (N, S, S, 3) float32 G input (docs/faithfulness.md §8)."""
         return np.asarray(preprocessing.pixels_to_generator_input(
             jnp.asarray(crops, jnp.float32), self.image_size))
 
@@ -381,24 +321,39 @@ class FaceAger:
     def age_generator_inputs(self, g_inputs: np.ndarray, groups: Sequence[int]) -> np.ndarray:
         """(N, S, S, 3) G inputs (`to_generator_input`) -> (N, len(groups), S, S, 3) uint8."""
         groups = self.resolve_groups(groups)
-        face_index = np.repeat(np.arange(len(g_inputs)), len(groups))
-        pair_groups = np.tile(np.asarray(groups, np.int32), len(g_inputs))
+        return self.generate(g_inputs, np.eye(self.num_groups, dtype=np.float32)[list(groups)])
+
+    def age_generator_inputs_to_ages(self, g_inputs: np.ndarray, ages: float | Sequence[float]) -> np.ndarray:
+        """(N, S, S, 3) G inputs -> (N, len(ages), S, S, 3) uint8 at ages in years (`age_condition`)."""
+        if self.num_groups != NUM_AGE_GROUPS:
+            raise ValueError(f"ages in years need a generator of the {NUM_AGE_GROUPS} age groups "
+                             f"{AGE_GROUP_LABELS}; {self.loaded.source} has {self.num_groups}")
+        return self.generate(g_inputs, age_condition(ages))
+
+    def generate(self, g_inputs: np.ndarray, conditions: np.ndarray) -> np.ndarray:
+        """(N, S, S, 3) G inputs and (C, num_groups) condition rows (one-hot or blended)
+        -> (N, C, S, S, 3) uint8: every face under every condition, each pair on its own."""
+        conditions = np.asarray(conditions, np.float32)
+        face_index = np.repeat(np.arange(len(g_inputs)), len(conditions))
+        pair_conditions = np.tile(conditions, (len(g_inputs), 1))
         outputs = np.empty((len(face_index), self.image_size, self.image_size, 3), np.uint8)
         for start in range(0, len(face_index), _PAIRS_PER_CALL):
             rows = np.arange(start, min(start + _PAIRS_PER_CALL, len(face_index)))
             padded = np.resize(rows, _PAIRS_PER_CALL)  # repeats rows to a fixed shape
-            generated = self._generate(self._variables, g_inputs[face_index[padded]], pair_groups[padded])
+            generated = self._generate(self._variables, g_inputs[face_index[padded]], pair_conditions[padded])
             outputs[rows] = np.asarray(preprocessing.generator_output_to_pixels(generated))[:len(rows)]
-        return outputs.reshape(len(g_inputs), len(groups), self.image_size, self.image_size, 3)
+        return outputs.reshape(len(g_inputs), len(conditions), self.image_size, self.image_size, 3)
 
     def age_faces(self, image: np.ndarray | str | os.PathLike, age_groups: Sequence[int] | None = None,
-                  *, all_faces: bool = False) -> list[AgedFace]:
-        """Detects, aligns and ages the largest face (or every face, largest first).
+                  *, all_faces: bool = False, ages: float | Sequence[float] | None = None) -> list[AgedFace]:
+        """Detects, aligns and ages the largest face (or every face, largest first) to
+        `age_groups` (None: every group), or to `ages` in years (`age_condition`).
 
         Raises FaceNotFoundError, or FaceTooSmallError when the chosen face (or, with
         all_faces, every face) is narrower than `min_face_size`; the message names the
         file when `image` is a path."""
         name = f" in {os.fspath(image)!r}" if isinstance(image, (str, os.PathLike)) else ""
+        groups, ages = self._groups_or_ages(age_groups, ages)
         pixels = as_rgb_uint8(image)
         faces = sorted(self.aligner.detect(pixels), key=lambda f: -f.area)
         if not faces:
@@ -413,22 +368,47 @@ class FaceAger:
         size = self.aligner.output_size
         transforms = [self.aligner.transform_for(f.landmarks) for f in chosen]
         crops = np.stack([alignment.warp_affine(pixels, t, (size, size)) for t in transforms])
-        groups = self.resolve_groups(age_groups)
         g_inputs = self.to_generator_input(crops)
-        outputs = self.age_generator_inputs(g_inputs, groups)
-        return [AgedFace(crop, generator_input_pixels(g_input), out, groups, t, f.box)
+        outputs = (self.age_generator_inputs_to_ages(g_inputs, ages) if ages
+                   else self.age_generator_inputs(g_inputs, groups))
+        return [AgedFace(crop, generator_input_pixels(g_input), out, groups, t, f.box, ages)
                 for crop, g_input, out, t, f in zip(crops, g_inputs, outputs, transforms, chosen)]
 
+    def reage(self, face: AgedFace, age_groups: Sequence[int] | None = None, *,
+              ages: float | Sequence[float] | None = None) -> AgedFace:
+        """`face` (from `age_faces`) aged to other groups or ages, without detecting and
+        aligning again: the same crop gives the same outputs as `age_faces` would."""
+        groups, ages = self._groups_or_ages(age_groups, ages)
+        g_inputs = self.to_generator_input(face.aligned[None])
+        outputs = (self.age_generator_inputs_to_ages(g_inputs, ages) if ages
+                   else self.age_generator_inputs(g_inputs, groups))
+        return dataclasses.replace(face, outputs=outputs[0], age_groups=groups, ages=ages)
+
+    def _groups_or_ages(self, age_groups: Sequence[int] | None,
+                        ages: float | Sequence[float] | None) -> tuple[tuple[int, ...], tuple[float, ...]]:
+        """(groups, ()) or ((), ages): the one kind of target asked for, checked."""
+        if ages is None:
+            return self.resolve_groups(age_groups), ()
+        if age_groups is not None:
+            raise ValueError("give either age_groups or ages in years, not both")
+        return (), check_requested_ages(ages)
+
     def age(self, image: np.ndarray | str | os.PathLike, age_groups: Sequence[int] | None = None,
-            *, align: bool = True) -> np.ndarray:
-        """(len(age_groups), S, S, 3) uint8: the largest face of `image` at each group.
+            *, align: bool = True, age: float | Sequence[float] | None = None) -> np.ndarray:
+        """(len(age_groups), S, S, 3) uint8: the largest face of `image` at each group;
+        with `age` (years, one or several: `age=37`, `age=[25, 37, 60]`), (len(ages), S,
+        S, 3) at those ages (`age_condition`: blends of the two nearest groups).
 
         image: a path or an array (uint8 RGB, grayscale or RGBA). align=False: `image`
         is already an aligned crop in the run's layout (centre-cropped to a square)."""
         if align:
-            return self.age_faces(image, age_groups)[0].outputs
+            return self.age_faces(image, age_groups, ages=age)[0].outputs
+        groups, ages = self._groups_or_ages(age_groups, age)
         crop = alignment.crop_and_resize(as_rgb_uint8(image), self.aligner_size)
-        return self.age_aligned(crop[None], age_groups)[0]
+        g_inputs = self.to_generator_input(crop[None])
+        if ages:
+            return self.age_generator_inputs_to_ages(g_inputs, ages)[0]
+        return self.age_generator_inputs(g_inputs, groups)[0]
 
     @property
     def aligner_size(self) -> int:

@@ -1,7 +1,8 @@
-"""IPCGAN loss terms (SPEC §5): pure `jnp` functions, unweighted; callers weight them.
+"""IPCGAN loss terms (docs/faithfulness.md §7): pure `jnp` functions, unweighted.
 
-d_real_true = D(x_t, c_t), d_real_false = D(x_t, c_f), d_fake = D(G(x_s, c_t), c_t).
-Means run over every element of the patch-score maps (N * 16 * 16 * 512 in the paper).
+Callers weight them. d_real_true = D(x_t, c_t), d_real_false = D(x_t, c_f),
+d_fake = D(G(x_s, c_t), c_t). Means run over every element of the patch-score maps
+(N * 16 * 16 * 512 in the paper).
 """
 from __future__ import annotations
 

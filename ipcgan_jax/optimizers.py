@@ -1,4 +1,4 @@
-"""Optimizers of the original training (SPEC §6)."""
+"""Optimizers of the original training (docs/faithfulness.md §9)."""
 from __future__ import annotations
 
 from typing import NamedTuple

@@ -1,4 +1,4 @@
-"""Input scalings of the original code (SPEC §7), in JAX.
+"""Input scalings of the original code (docs/faithfulness.md §8), in JAX.
 
 Three paths feed the networks: the generator and AlexNet get RGB 0..255 minus the Caffe
 mean `constants.CAFFE_MEAN_BGR` (BGR values subtracted from the RGB channels, as the

@@ -10,7 +10,8 @@ skipped once exported: the demo trains its own frozen networks first), then the 
   age_evaluator
   eval                evaluation of a trained generator (`ipcgan_jax.evaluation`)
 
-Rerunning with the same config and workdir resumes where the run stopped.
+Rerunning with the same config and workdir resumes where the run stopped. Training tasks
+hold WORKDIR/run.lock while they run (`ipcgan_jax.runlib.lock`): one writer per workdir.
 """
 from __future__ import annotations
 
@@ -22,20 +23,31 @@ import ml_collections
 from ipcgan_jax import evaluation, train
 from ipcgan_jax.classifiers import train as classifier_train
 from ipcgan_jax.configlib import CLASSIFIER_TASKS, ConfigError, validate_config
+from ipcgan_jax.runlib.lock import workdir_lock
 from ipcgan_jax.runlib.workdir import has_export
 
 
-def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, devices=None) -> Any:
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, devices=None,
+                       take_over_lock: bool = False) -> Any:
     """Runs `config.task` in `workdir` (see the module doc) on `devices` (default: all).
 
+    take_over_lock: take over a workdir lock left by a run on another host (which cannot
+    be checked from here); locks of dead processes on this host are taken over anyway.
     Returns what the task's runner returns: the GAN's final state, a
     `classifiers.train.TrainedClassifier`, or the evaluation's results."""
     validate_config(config)
     workdir = os.path.abspath(os.path.expanduser(workdir))
+    if config.task == "eval":  # reads the run, writes only fresh folders: no lock
+        return evaluation.evaluate(config, workdir)
+    with workdir_lock(workdir, take_over=take_over_lock):
+        return _train(config, workdir, devices=devices, take_over_lock=take_over_lock)
+
+
+def _train(config: ml_collections.ConfigDict, workdir: str, *, devices, take_over_lock: bool) -> Any:
     for name, sub_config in config.get("pretrain", {}).items():
         sub_workdir = os.path.join(workdir, name)
         if not has_export(sub_workdir):
-            result = train_and_evaluate(sub_config, sub_workdir, devices=devices)
+            result = train_and_evaluate(sub_config, sub_workdir, devices=devices, take_over_lock=take_over_lock)
             if not has_export(sub_workdir):  # stopped early (SIGTERM): the next run needs its export
                 print(f"stopped during pretrain.{name} (no export yet); rerun the same command to resume")
                 return result
@@ -43,6 +55,4 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, devic
         return train.train_gan(config, workdir, devices=devices)
     if config.task in CLASSIFIER_TASKS:
         return classifier_train.train_classifier(config, workdir, devices=devices)
-    if config.task == "eval":
-        return evaluation.evaluate(config, workdir)
     raise ConfigError(f"config key 'task': unknown task {config.task!r}")

@@ -44,8 +44,8 @@ def sample_sheet(generate, g_variables, sample_images: np.ndarray,
 
 
 def train_gan(config: ml_collections.ConfigDict, workdir: str, *, devices=None) -> gan.GanState:
-    """Trains IPCGAN per SPEC §5-6 in `workdir` (resuming the run there, if any) and
-    returns the final state (on host)."""
+    """Trains IPCGAN per docs/faithfulness.md §7-§10 in `workdir` (resuming the run there,
+    if any) and returns the final state (on host)."""
     frozen_host = frozen_networks.load_frozen_alexnet(config, workdir)
     with loop.open_run(config, workdir, devices=devices) as run:
         samples_dir = os.path.join(workdir, SAMPLES_DIR)

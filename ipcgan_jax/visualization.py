@@ -1,6 +1,7 @@
-"""Image grids: sample sheets during training and result sheets for users."""
+"""Image grids: sample sheets during training and result sheets for users; animations."""
 from __future__ import annotations
 
+import io
 from typing import Sequence
 
 import numpy as np
@@ -33,3 +34,32 @@ def make_grid(rows: Sequence[Sequence[np.ndarray]], *, column_titles: Sequence[s
 
 def save_png(path: str, image: np.ndarray) -> None:
     Image.fromarray(np.asarray(image, np.uint8)).save(path)
+
+
+# Animation formats `animation_bytes` writes: lossless animated WebP keeps every frame's
+# pixels exactly; GIF reduces each frame to a 256-colour palette but plays everywhere.
+ANIMATION_FORMATS = ("webp", "gif")
+
+
+def animation_bytes(frames: Sequence[np.ndarray], *, frame_ms: int, image_format: str = "webp") -> bytes:
+    """Equally sized uint8 RGB frames as a looping animation file's bytes (in memory).
+
+    frame_ms: how long each frame shows, in milliseconds (GIF rounds it to 10 ms)."""
+    if image_format not in ANIMATION_FORMATS:
+        raise ValueError(f"animation format must be one of {ANIMATION_FORMATS}, got {image_format!r}")
+    if len(frames) < 1 or int(frame_ms) < 1:
+        raise ValueError(f"an animation needs frames and a positive frame time, got {len(frames)} "
+                         f"frame(s) of {frame_ms} ms")
+    images = [Image.fromarray(np.asarray(frame, np.uint8)) for frame in frames]
+    options = {"lossless": True, "quality": 100, "method": 4} if image_format == "webp" else {"disposal": 1}
+    buffer = io.BytesIO()
+    images[0].save(buffer, format=image_format.upper(), save_all=True, append_images=images[1:],
+                   duration=int(frame_ms), loop=0, **options)
+    return buffer.getvalue()
+
+
+def png_bytes(image: np.ndarray) -> bytes:
+    """A uint8 image as PNG file bytes (in memory)."""
+    buffer = io.BytesIO()
+    Image.fromarray(np.asarray(image, np.uint8)).save(buffer, format="PNG")
+    return buffer.getvalue()

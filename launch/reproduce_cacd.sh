@@ -29,9 +29,9 @@ run() {  # run CONFIG NAME [overrides...]: train CONFIG into $RUNS/NAME on the b
 #    Hours on many cores; skipped images are listed in build_report.json beside the data.
 python -m ipcgan_jax.data.build cacd --manual_dir="$CACD_DIR" --data_dir="$DATA_DIR"
 
-# 2. The frozen networks of the GAN's losses (SPEC §4). The identity AlexNet first (from
-#    scratch; add --config.init.bvlc_npy=/path/bvlc_alexnet.npy to fine-tune from
-#    ImageNet), then the age classifier on its frozen trunk: configs/age_classifier.py
+# 2. The frozen networks of the GAN's losses (docs/faithfulness.md §6). The identity
+#    AlexNet first (from scratch; add --config.init.bvlc_npy=/path/bvlc_alexnet.npy to
+#    fine-tune from ImageNet), then the age classifier on its frozen trunk: configs/age_classifier.py
 #    reads ../alexnet_identity/export, i.e. $RUNS/alexnet_identity/export.
 run configs/alexnet_identity.py alexnet_identity
 run configs/age_classifier.py age_classifier

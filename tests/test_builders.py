@@ -29,7 +29,7 @@ CELEBRITIES = [(1, "Robin_Williams", 1951), (2, "Mark_Hamill", 1951), (3, "Kevin
                (4, "Jennifer_Aniston", 1969), (5, "Keira_Knightley", 1985), (6, "Jesse_Eisenberg", 1983)]
 PHOTO_YEARS = (2004, 2008, 2011, 2013)
 FACE_SIZE = 200
-# Expected groups written out independently of age_to_group (SPEC §1).
+# Expected groups written out independently of age_to_group (docs/faithfulness.md §2).
 GROUP_OF_AGE = {**{a: 0 for a in range(11, 21)}, **{a: 1 for a in range(21, 31)},
                 **{a: 2 for a in range(31, 41)}, **{a: 3 for a in range(41, 51)},
                 **{a: 4 for a in range(51, 100)}}

@@ -2,8 +2,6 @@
 config reproduces the nine former ablation files; bad keys and values are refused by name."""
 import importlib
 import os
-import subprocess
-import sys
 
 import ml_collections
 import pytest
@@ -68,6 +66,13 @@ def test_paper_config_values():
                                        age_classifier="../age_classifier/export")
     assert config.data.backend == "tfdata" and config.data.packed_path == ""
     assert len(config.pretrain) == 0 and config.data.mixed_age is False
+    # TF1's AdamOptimizer(1e-3, beta1=0.5), networks, BN epsilons and intervals of the original
+    assert dict(config.optimizer) == dict(learning_rate=1e-3, b1=0.5, b2=0.999, eps=1e-8, epsilon_placement="tf1")
+    assert config.compute_dtype == "float32"
+    g, d = config.model.generator, config.model.discriminator
+    assert (g.base_features, g.num_res_blocks, g.bn_epsilon, g.residual_output) == (32, 6, 1e-3, False)
+    assert (d.base_features, d.out_features, d.bn_epsilon) == (64, 512, 1e-3)
+    assert (config.checkpoint.every, config.sample_every, config.num_sample_faces) == (10_000, 5_000, 32)
 
 
 def test_small_variants_have_their_sizes():
@@ -141,16 +146,6 @@ def test_override_of_an_unknown_key_is_refused_naming_it(override, key):
     with pytest.raises(configlib.ConfigError, match=f"unknown config key '{key}' in {override}"):
         configlib.check_override_keys(argv)
     configlib.check_override_keys(argv[:-1])  # known keys pass
-
-
-def test_main_refuses_an_unknown_override_before_any_work(tmp_path):
-    workdir = tmp_path / "run"
-    result = subprocess.run([sys.executable, "main.py", "--config=configs/g75_conv5.py:quick",
-                             f"--workdir={workdir}", "--config.loss.typo=1"],
-                            cwd=ROOT, capture_output=True, text=True, timeout=300)
-    assert result.returncode != 0
-    assert "unknown config key 'loss.typo' in --config.loss.typo=1" in result.stderr
-    assert not workdir.exists()
 
 
 def test_override_out_of_range_is_refused_naming_the_key():

@@ -10,7 +10,7 @@ from PIL import Image
 
 from ipcgan_jax import age_evaluator, checkpointing, evaluation, fid, identity, inference, preprocessing
 from ipcgan_jax.constants import AGE_GROUP_LABELS
-from ipcgan_jax.data import sources, synthetic
+from ipcgan_jax.data import framing, sources, synthetic
 from ipcgan_jax.models import AgeEvaluator
 from tests.helpers import config_file
 from tests.test_inference import make_gan_workdir
@@ -65,7 +65,7 @@ def colour_features():
 
 # ----------------------------------------------------------------------------- identity and pixels
 def test_identity_descriptors_separate_people():
-    settings = inference.synthetic_alignment(64)
+    settings = framing.synthetic_alignment(64)
     embedder = identity.FaceEmbedder(settings.padding, settings.vertical_shift)
     identities = synthetic.sample_identities(4, seed=3)
     rows = np.repeat(np.arange(4), 2)

@@ -7,17 +7,23 @@ from ipcgan_jax import gan, parallel
 from tests.helpers import random_alexnet_params, random_batch, tiny_gan_config
 
 
-def _run(config, devices, num_steps, frozen_host):
+def _run(config, devices, num_steps, frozen_host, states=None):
+    """Trains `num_steps` on `devices`; appends the host state before the first step and
+    after each step to `states`."""
     mesh = parallel.make_mesh(devices)
     replicated, sharded = parallel.replicated(mesh), parallel.batch_sharded(mesh)
     step_fn = jax.jit(gan.make_train_step(config), donate_argnums=(0,),
                       in_shardings=(replicated, sharded, replicated), out_shardings=(replicated, replicated))
     state = jax.jit(lambda r: gan.init_state(config, r), out_shardings=replicated)(jax.random.key(0))
     frozen = parallel.replicate(frozen_host, mesh)
+    if states is not None:
+        states.append(parallel.to_host(state))
     history = []
     for i in range(num_steps):
         state, metrics = step_fn(state, parallel.shard_batch(random_batch(config, i, target=i % 5, false=(i + 2) % 5), mesh), frozen)
         history.append({k: float(v) for k, v in metrics.items()})
+        if states is not None:
+            states.append(parallel.to_host(state))
     return step_fn, parallel.to_host(state), history
 
 
@@ -45,42 +51,74 @@ def test_step_compiles_once_and_reports_every_term(config, frozen):
         h["g_adversarial_loss_weighted"] + h["g_feature_loss_weighted"] + h["g_age_loss_weighted"], rel=1e-5)
 
 
-def _bias_before_batchnorm(path) -> bool:
-    """Conv biases right before a BN: their exact gradient is 0 (the BN removes them), so
-    their values are float32 round-off, on one device as on eight."""
-    names = [getattr(k, "key", "") for k in path]
-    return names[-1] == "bias" and names[-2] in {"conv1", "conv2", "conv3", "deconv1", "deconv2",
-                                                 "dis_1", "dis_2", "dis_3"}
+def _flat(tree) -> dict:
+    return {jax.tree_util.keystr(path): np.asarray(leaf, np.float64)
+            for path, leaf in jax.tree_util.tree_leaves_with_path(tree)}
 
 
 def test_eight_devices_match_one_device(config, frozen):
+    """The faithful optimizer (TF1 Adam, eps 1e-8, lr 1e-3) on 8 devices against 1.
+
+    Exact agreement is impossible: the two reduce in different orders, and Adam's first
+    update, lr * g / (|g| + eps / sqrt(1 - b2)) = lr * g / (|g| + 3.2e-7), turns a gradient
+    within float32 round-off of zero into a move of up to lr whose sign is that round-off.
+    Such gradients are exactly 0 for conv biases before a BN and for the interior taps of
+    weights on a batch-constant condition map (the BN removes both), and tiny for a few
+    other weights; a weight of the latter kind moved differently (3e-5 in one run) changes
+    the next gradients by about 1%, so the trajectories then part by O(lr) per step.
+    So: after one step, every gradient and every parameter whose gradient is above
+    round-off must agree to round-off, the rest move by at most lr on each side; after
+    three, the losses agree closely and no parameter is further apart than Adam's steps."""
     assert len(jax.devices()) >= 8, "conftest sets 8 simulated CPU devices"
-    # Some gradients are 0 or nearly 0 in exact arithmetic (conv biases before a BN,
-    # weights on the constant condition maps); Adam with eps 1e-8 turns their float32
-    # round-off, which depends on the reduction order, into updates of either sign up to
-    # lr, on one device as on eight. With eps 0.1 such gradients move nothing while the
-    # real ones still train (checked below), so what is compared is the sharded step.
-    # Conv biases before a BN have an exactly-0 gradient and are only bounded.
-    config = config.copy_and_resolve_references()
-    config.optimizer.eps = 0.1
-    config.optimizer.learning_rate = 0.01
-    steps = 3
-    _, one, hist_one = _run(config, jax.devices()[:1], steps, frozen)
-    _, eight, hist_eight = _run(config, jax.devices()[:8], steps, frozen)
-    for tree in ("g_params", "d_params", "g_batch_stats", "d_batch_stats"):
-        flat_one = jax.tree_util.tree_flatten_with_path(getattr(one, tree))[0]
-        flat_eight = jax.tree.leaves(getattr(eight, tree))
-        for (path, a), b in zip(flat_one, flat_eight):
-            where = f"{tree}{jax.tree_util.keystr(path)}"
-            if tree.endswith("params") and _bias_before_batchnorm(path):
-                assert np.max(np.abs(a - b)) <= 2 * steps * config.optimizer.learning_rate, where
-            else:
-                np.testing.assert_allclose(a, b, rtol=1e-3, atol=1e-4, err_msg=where)
-    initial = gan.init_state(config, jax.random.key(0))
-    moved = max(float(np.max(np.abs(a - b))) for a, b in
-                zip(jax.tree.leaves(initial.g_params), jax.tree.leaves(one.g_params)))
-    assert moved > 1e-3, "the parameters barely moved: the comparison would be vacuous"
-    assert hist_one[-1]["d_loss"] == pytest.approx(hist_eight[-1]["d_loss"], rel=1e-4)
+    assert (config.optimizer.eps, config.optimizer.learning_rate, config.optimizer.epsilon_placement) == (
+        1e-8, 1e-3, "tf1")  # the faithful optimizer (configs/g75_conv5.py)
+    lr, steps = config.optimizer.learning_rate, 3
+    one_states, eight_states = [], []
+    _, one, hist_one = _run(config, jax.devices()[:1], steps, frozen, one_states)
+    _, eight, hist_eight = _run(config, jax.devices()[:8], steps, frozen, eight_states)
+    initial = one_states[0]
+
+    # ---- one step
+    first_one, first_eight = one_states[1], eight_states[1]
+    for network in ("g", "d"):
+        # Adam's first moment after one step is exactly (1 - b1) * gradient
+        grads_one = _flat(getattr(first_one, f"{network}_opt_state").mu)
+        grads_eight = _flat(getattr(first_eight, f"{network}_opt_state").mu)
+        before = _flat(getattr(initial, f"{network}_params"))
+        params_one = _flat(getattr(first_one, f"{network}_params"))
+        params_eight = _flat(getattr(first_eight, f"{network}_params"))
+        scale = max(np.max(np.abs(g)) for g in grads_one.values())
+        compared = total = 0
+        for path, g in grads_one.items():
+            where = f"{network}_params{path}"
+            total += g.size
+            if np.max(np.abs(g)) > 1e-4 * scale:  # not a gradient that is 0 in exact arithmetic
+                np.testing.assert_allclose(grads_eight[path], g, rtol=0, atol=2e-5 * np.max(np.abs(g)),
+                                           err_msg=where)
+            above_noise = np.abs(g) > 1e-4 * scale
+            np.testing.assert_allclose(params_eight[path][above_noise], params_one[path][above_noise],
+                                       rtol=1e-6, atol=1e-4 * lr, err_msg=where)
+            for params in (params_one, params_eight):
+                assert np.all(np.abs(params[path] - before[path])[~above_noise] <= lr * (1 + 1e-3)), where
+            compared += int(above_noise.sum())
+        assert compared > 0.8 * total, f"{network}: only {compared} of {total} entries above round-off"
+    for tree in ("g_batch_stats", "d_batch_stats"):
+        stats_one, stats_eight = _flat(getattr(first_one, tree)), _flat(getattr(first_eight, tree))
+        for path, value in stats_one.items():
+            np.testing.assert_allclose(stats_eight[path], value, rtol=0, atol=1e-5 * max(np.max(np.abs(value)), 1e-6),
+                                       err_msg=f"{tree}{path}")
+
+    # ---- three steps
+    for key in ("d_loss", "g_adversarial_loss", "g_feature_loss", "g_age_loss", "g_loss_weighted"):
+        assert hist_eight[-1][key] == pytest.approx(hist_one[-1][key], rel=1e-3), key
+    moved = 0.0
+    for tree in ("g_params", "d_params"):
+        final_one, final_eight = _flat(getattr(one, tree)), _flat(getattr(eight, tree))
+        for path, value in final_one.items():
+            assert np.max(np.abs(final_eight[path] - value)) <= 2 * steps * lr, f"{tree}{path}"
+        moved = max(moved, max(np.max(np.abs(v - b)) for v, b in zip(
+            final_one.values(), _flat(getattr(initial, tree)).values())))
+    assert moved > lr, "the parameters barely moved: the comparison would be vacuous"
 
 
 def test_generator_statistics_update_twice_per_step(config, frozen):

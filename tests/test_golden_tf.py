@@ -59,7 +59,7 @@ def alexnet_variables(golden):
 
 @pytest.fixture(scope="module")
 def jax_forward(golden, gan_variables, alexnet_variables):
-    """The JAX pipeline on the same inputs, SPEC §5 / §7."""
+    """The JAX pipeline on the same inputs, docs/faithfulness.md §7 / §8."""
     variables = gan_variables[0]
     inputs = golden["inputs"]
     age_group = jnp.asarray(inputs["age_group"])

@@ -11,7 +11,7 @@ from PIL import Image
 
 from ipcgan_jax import age, checkpointing, gan, inference
 from ipcgan_jax.runlib import workdir as workdir_lib
-from ipcgan_jax.data import synthetic
+from ipcgan_jax.data import framing, synthetic
 from tests.helpers import tiny_gan_config
 
 STEP = 3
@@ -229,7 +229,7 @@ def test_cli_all_faces_groups_and_output_folder_rules(workdir, photo_folder, tmp
 
 def test_synthetic_alignment_reproduces_the_dataset_layout():
     """A synthetic face pasted into a photo and aligned comes out where the renderer puts it."""
-    settings = inference.synthetic_alignment(64)
+    settings = framing.synthetic_alignment(64)
     identities = synthetic.sample_identities(8, seed=3)
     template = inference.alignment.face_template(64, settings.padding, settings.vertical_shift)
     landmarks = synthetic.face_landmarks(identities, np.arange(8) % 5, size=64)

@@ -1,4 +1,4 @@
-"""Loss terms of SPEC §5 on inputs whose values are computed by hand."""
+"""Loss terms of docs/faithfulness.md §7 on inputs whose values are computed by hand."""
 from __future__ import annotations
 
 import math

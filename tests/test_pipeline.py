@@ -1,4 +1,4 @@
-"""Tests of the tf.data input pipelines (SPEC §6 batches, §7 scalings) on small sources."""
+"""The tf.data input pipelines on small sources (docs/faithfulness.md §10 batches, §8 scalings)."""
 from __future__ import annotations
 
 import collections

@@ -6,6 +6,7 @@ import signal
 import subprocess
 import sys
 import textwrap
+import time
 
 import jax
 import numpy as np
@@ -83,15 +84,25 @@ def test_resumed_run_ends_where_an_uninterrupted_one_does(frozen_dir, uninterrup
 
 def test_resume_ignores_a_save_killed_midway(frozen_dir, uninterrupted, tmp_path):
     _, straight = uninterrupted
+    # A run that saved step 2 and was killed while saving step 3: the uninterrupted run's
+    # checkpoint 2 (the same trajectory), and what an asynchronous save killed mid-flight
+    # leaves behind: its temporary folder (named as this Orbax names them), with only some
+    # of the files.
     workdir = tmp_path / "killed"
-    tasks.train_and_evaluate(make_config(frozen_dir, num_steps=2), str(workdir))
-    # What an asynchronous save killed mid-flight leaves behind: a temporary folder.
-    partial = workdir / "checkpoints" / "3.orbax-checkpoint-tmp-1234567890"
-    shutil.copytree(workdir / "checkpoints" / "2", partial)
+    shutil.copytree(uninterrupted[0], workdir)
+    shutil.rmtree(workdir / "checkpoints" / "4")
+    complete, partial = workdir / "checkpoints" / "2", workdir / "checkpoints" / "3.orbax-checkpoint-tmp"
+    shutil.copytree(complete, partial)
     for sub in sorted(partial.rglob("*"))[::2]:
         if sub.is_file():
             sub.unlink()
+    files = lambda root: {p.relative_to(root) for p in root.rglob("*") if p.is_file()}  # noqa: E731
+    assert files(partial) < files(complete), "the save of step 3 must be unfinished"
+    assert checkpointing.restore_state_tree(str(workdir / "checkpoints"))[2] == 2, "step 3 must not count"
     resumed = tasks.train_and_evaluate(make_config(frozen_dir), str(workdir))
+    events = [json.loads(l) for l in open(workdir / "metrics.jsonl") if '"event"' in l]
+    assert [e["step"] for e in events if e["event"] == "resumed"] == [2]
+    assert not partial.exists(), "the unfinished save is cleaned up"
     assert_same_state(resumed, straight)
 
 
@@ -112,14 +123,17 @@ def test_sigkill_then_rerun_matches_uninterrupted(frozen_dir, uninterrupted, tmp
     """)
     proc = subprocess.Popen([sys.executable, "-c", script], cwd=ROOT)
     checkpoints = workdir / "checkpoints"
-    import time
     deadline = time.time() + 240
     while time.time() < deadline and proc.poll() is None:
         if checkpoints.exists() and any(p.name.isdigit() for p in checkpoints.iterdir()):
             break
         time.sleep(0.05)
+    assert proc.poll() is None, "the run ended before the kill"
     proc.send_signal(signal.SIGKILL)
     proc.wait()
+    assert proc.returncode == -signal.SIGKILL
+    done = [int(p.name) for p in checkpoints.iterdir() if p.name.isdigit()]
+    assert done and max(done) < 4, f"the kill must land mid-run, after a checkpoint (found {done})"
     config = make_config(frozen_dir)
     config.checkpoint.every = 1
     resumed = tasks.train_and_evaluate(config, str(workdir))
@@ -245,3 +259,169 @@ def test_sigterm_during_a_pretrain_run_stops_the_whole_run(tmp_path, monkeypatch
     assert sorted(os.listdir(workdir)) == ["alexnet_identity"]  # neither the later networks nor the GAN ran
     assert os.listdir(workdir / "alexnet_identity" / "checkpoints") == ["3"]
     assert not workdir_lib.has_export(str(workdir / "alexnet_identity"))
+
+
+# ----------------------------------------------------------------------------- reliability
+# Each fault is made for real on a copy of the module's uninterrupted run (checkpoints 2, 4).
+
+def copy_of_run(uninterrupted, tmp_path):
+    workdir = tmp_path / "copy"
+    shutil.copytree(uninterrupted[0], workdir)
+    return workdir
+
+
+def truncate_arrays(step_dir):
+    """What a failing disk or an interrupted copy leaves: the array data files cut in half."""
+    data_files = [p for p in step_dir.rglob("*") if p.is_file() and p.parent.name == "d"]
+    assert data_files
+    for path in data_files:
+        os.truncate(path, path.stat().st_size // 2)
+
+
+def tree_bytes(root):
+    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def test_unreadable_newest_checkpoint_is_moved_aside_and_training_resumes(frozen_dir, uninterrupted, tmp_path,
+                                                                        caplog):
+    _, straight = uninterrupted
+    workdir = copy_of_run(uninterrupted, tmp_path)
+    truncate_arrays(workdir / "checkpoints" / "4")
+    damaged = tree_bytes(workdir / "checkpoints" / "4")
+    with caplog.at_level("WARNING"):
+        resumed = tasks.train_and_evaluate(make_config(frozen_dir), str(workdir))
+    # Retrained from checkpoint 2 to the same parameters; the damaged one kept, byte for byte.
+    assert_same_state(resumed, straight)
+    assert os.listdir(workdir / "checkpoints_quarantine") == ["4-truncated"]
+    assert tree_bytes(workdir / "checkpoints_quarantine" / "4-truncated") == damaged
+    assert sorted(os.listdir(workdir / "checkpoints")) == ["2", "4"]
+    warnings = [r.getMessage() for r in caplog.records if "unreadable" in r.getMessage()]
+    assert len(warnings) == 1 and "checkpoint 4 is unreadable (array data truncated" in warnings[0]
+    assert "resuming from checkpoint 2" in warnings[0]
+    events = [json.loads(l) for l in open(workdir / "metrics.jsonl") if '"event"' in l]
+    assert [(e["event"], e["step"]) for e in events[-2:]] == [("checkpoint_unreadable", 4), ("resumed", 2)]
+
+
+def test_no_readable_checkpoint_stops_naming_each_and_moves_nothing(frozen_dir, uninterrupted, tmp_path):
+    workdir = copy_of_run(uninterrupted, tmp_path)
+    (workdir / "checkpoints" / "4" / "state" / "manifest.ocdbt").write_bytes(b"\0garbage")
+    (workdir / "checkpoints" / "2" / "state" / "_METADATA").write_text('{"tree_metadata": {')
+    before = tree_bytes(workdir / "checkpoints")
+    with pytest.raises(checkpointing.CheckpointError) as err:
+        tasks.train_and_evaluate(make_config(frozen_dir), str(workdir))
+    message = str(err.value)
+    assert message.startswith(f"no readable checkpoint in {workdir / 'checkpoints'}")
+    assert "4: corrupt manifest or array data" in message
+    assert "2: corrupt metadata: state/_METADATA is not valid JSON" in message
+    assert len(message) < 600 and "\n" not in message
+    assert tree_bytes(workdir / "checkpoints") == before and not (workdir / "checkpoints_quarantine").exists()
+
+
+def test_readers_name_the_unreadable_step_and_how_to_choose_another(uninterrupted, tmp_path, capfd):
+    from ipcgan_jax import age, evaluation, export, inference
+    workdir = copy_of_run(uninterrupted, tmp_path)
+    truncate_arrays(workdir / "checkpoints" / "4")
+    with pytest.raises(checkpointing.UnreadableCheckpointError) as err:
+        inference.load_generator(str(workdir))
+    assert err.value.step == 4 and "other steps there: 2" in str(err.value)
+    capfd.readouterr()
+
+    out = tmp_path / "exported"
+    assert export.main(["--workdir", str(workdir), "--out", str(out)]) == 2
+    printed = capfd.readouterr().err.strip()
+    assert printed.startswith(f"error: checkpoint 4 in {workdir / 'checkpoints'} is unreadable: array data truncated")
+    assert printed.endswith("choose a checkpoint with --step=N") and "\n" not in printed
+    assert not out.exists()
+    assert export.main(["--workdir", str(workdir), "--out", str(out), "--step", "2"]) == 0
+
+    photo = tmp_path / "photo.png"
+    photo.write_bytes((workdir / "samples" / "step_0000002.png").read_bytes())
+    assert age.main([str(photo), "--workdir", str(workdir), "--out", str(tmp_path / "aged")]) == 2
+    printed = capfd.readouterr().err.strip()
+    assert printed.startswith("error: checkpoint 4") and printed.endswith("--workdir=WORKDIR --step=N")
+    assert "\n" not in printed and not (tmp_path / "aged").exists()
+
+    with pytest.raises(checkpointing.CheckpointError, match=r"checkpoint 4 .* --config\.step=N"):
+        evaluation.evaluate(config_file("eval"), str(workdir))
+
+
+def test_failed_save_stops_the_run_and_keeps_the_last_complete_checkpoint(frozen_dir, uninterrupted, tmp_path):
+    """A save the file system refuses (here: no file may grow past 32 KB, as on a full
+    disk; the checkpoints' array files are larger) stops the run with one line; checkpoint
+    4 stays as it was and the next run resumes from it."""
+    import resource
+    workdir = copy_of_run(uninterrupted, tmp_path)
+    kept = tree_bytes(workdir / "checkpoints" / "4")
+    config = make_config(frozen_dir, num_steps=6, sample_every=100)  # the save of step 6 fails
+    previous_handler = signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a failed write, not a killed process
+    soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (32 * 1024, hard))
+    try:
+        with pytest.raises(checkpointing.CheckpointSaveError) as err:
+            tasks.train_and_evaluate(config, str(workdir))
+    finally:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
+        signal.signal(signal.SIGXFSZ, previous_handler)
+    assert str(err.value).startswith(f"saving checkpoint 6 in {workdir / 'checkpoints'} failed: File too large")
+    assert str(err.value).endswith("checkpoint 4 is the last complete one and the next run resumes from it")
+    assert tree_bytes(workdir / "checkpoints" / "4") == kept
+    assert sorted(p for p in os.listdir(workdir / "checkpoints") if p.isdigit()) == ["2", "4"]
+    assert not (workdir / "run.lock").exists()
+    # Orbax's writers of the failed save's other arrays finish in the background (a new
+    # process, as the next run usually is, would not meet them): let them end first.
+    listing, deadline = None, time.time() + 60
+    while time.time() < deadline and listing != (listing := sorted(str(p) for p in workdir.rglob("*"))):
+        time.sleep(0.5)
+
+    state = tasks.train_and_evaluate(config, str(workdir))
+    assert int(state.step) == 6
+    events = [json.loads(l) for l in open(workdir / "metrics.jsonl") if '"event"' in l]
+    assert [e["step"] for e in events if e["event"] == "resumed"][-2:] == [4, 4]
+    assert sorted(os.listdir(workdir / "checkpoints")) == ["2", "4", "6"]
+
+
+def test_second_run_is_refused_while_the_first_holds_the_workdir(frozen_dir, uninterrupted, tmp_path, caplog):
+    from ipcgan_jax import inference
+    from ipcgan_jax.runlib import lock
+    workdir = copy_of_run(uninterrupted, tmp_path)
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import sys, time; from ipcgan_jax.runlib import lock; "
+         f"lock.acquire({str(workdir)!r}); print('held', flush=True); time.sleep(600)"],
+        cwd=ROOT, stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        before = tree_bytes(workdir)
+        with pytest.raises(lock.WorkdirLockedError) as err:
+            tasks.train_and_evaluate(make_config(frozen_dir, num_steps=6), str(workdir))
+        assert f"{workdir} is in use by pid {holder.pid} on host" in str(err.value)
+        assert tree_bytes(workdir) == before
+        inference.load_generator(str(workdir))  # readers need no lock
+    finally:
+        holder.kill()  # SIGKILL: its lock file stays behind
+        holder.wait()
+    assert json.loads((workdir / "run.lock").read_text())["pid"] == holder.pid
+    with caplog.at_level("WARNING"):
+        fd = lock.acquire(str(workdir))  # the next run's
+    assert any(f"from pid {holder.pid}" in r.getMessage() and "no longer running" in r.getMessage()
+               for r in caplog.records)
+    assert json.loads((workdir / "run.lock").read_text())["pid"] == os.getpid()
+    lock.release(str(workdir), fd)
+    assert not (workdir / "run.lock").exists()
+
+
+def test_lock_of_another_host_is_taken_over_only_when_asked(tmp_path):
+    from ipcgan_jax.runlib import lock
+    workdir = tmp_path / "w"
+    workdir.mkdir()
+    record = {"host": "node-that-crashed", "pid": os.getpid(), "started": "2026-01-01T00:00:00+00:00"}
+    (workdir / "run.lock").write_text(json.dumps(record))
+    with pytest.raises(lock.WorkdirLockedError, match="node-that-crashed.*rerun with --take_over_lock"):
+        lock.acquire(str(workdir))
+    fd = lock.acquire(str(workdir), take_over=True)
+    assert json.loads((workdir / "run.lock").read_text())["pid"] == os.getpid()
+    lock.release(str(workdir), fd)
+    assert os.listdir(workdir) == []
+    (workdir / "run.lock").write_text("my notes")  # a file of the user's, not a lock: never overwritten
+    with pytest.raises(lock.WorkdirLockedError, match="not a lock file of this project"):
+        lock.acquire(str(workdir))
+    assert (workdir / "run.lock").read_text() == "my notes"

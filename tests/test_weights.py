@@ -1,6 +1,7 @@
 """Weight import: templates, TF1 name mapping and its errors, bvlc_alexnet.npy, the CLI.
 
-Expected names and shapes are written out here from SPEC §2-4, not taken from the code.
+Expected names and shapes are written out here from docs/faithfulness.md §3-§6, not taken
+from the code.
 """
 from __future__ import annotations
 
@@ -54,7 +55,8 @@ def test_discriminator_variant_builds():
 
 # ----------------------------------------------------------------------------- TF1 mapping
 TINY = Generator(base_features=2, num_res_blocks=1)
-# tiny generator of SPEC §2 (base 2, one residual block), as the original names it
+# tiny generator of docs/faithfulness.md §3 (base 2, one residual block), as the original
+# names it
 TINY_CONVS = {"conv1": (7, 7, 8, 2), "conv2": (3, 3, 2, 4), "conv3": (3, 3, 4, 8),
               "unit_0/sub1/conv1": (3, 3, 8, 8), "unit_0/sub2/conv2": (3, 3, 8, 8),
               "deconv1": (3, 3, 4, 8), "deconv2": (3, 3, 2, 4), "conv4": (7, 7, 2, 3)}

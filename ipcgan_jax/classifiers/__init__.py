@@ -11,7 +11,8 @@
   held-out part of the training split (`holdout_fraction` of every identity's images,
   seeded; an identity with one image keeps it for training).
 - 'age_classifier': the age head age_fc6 -> age_fc7 -> age_fc8 on pool5 of the frozen
-  identity trunk (`config.frozen.alexnet`), on age groups, AlexNet input scaling (SPEC §7).
+  identity trunk (`config.frozen.alexnet`), on age groups, AlexNet input scaling
+  (docs/faithfulness.md §8).
 - 'age_evaluator': `ipcgan_jax.models.AgeEvaluator`, a small ResNet with its own input
   scaling ([-1, 1]) and seed, used only to grade generated faces (`ipcgan_jax.age_evaluator`).
 

@@ -1,4 +1,4 @@
-"""Age -> age group, as in IPCGAN (SPEC §1): 11-20, 21-30, 31-40, 41-50, 51+.
+"""Age -> age group, as in IPCGAN (docs/faithfulness.md §2): 11-20, 21-30, 31-40, 41-50, 51+.
 
 Each boundary is the inclusive upper age of a group; the last group is open-ended.
 The defaults are IPCGAN's (`constants.AGE_GROUP_UPPER_AGES`, `constants.MIN_AGE`).

@@ -1,17 +1,19 @@
 """Face detection, 5-point landmarks and similarity alignment to IPCGAN-style crops.
 
-The original IPCGAN never published its alignment recipe; its 400x400 CACD crops show a
-tight face (little hair, no shoulders), eyes level, the face centred and black corners
-where rotation left them empty (SPEC §8). This module reproduces that look offline with
-dlib's HOG frontal face detector and the 5-point landmark model shipped in
-`face_recognition_models`, then a least-squares similarity transform (rotation, uniform
-scale, translation; Umeyama 1991) from the landmarks to a fixed template.
+The original IPCGAN never published its alignment recipe; its 400x400 CACD crops show the
+face with its forehead and some hair but no shoulders, eyes level, the face centred and
+black corners where rotation left them empty (docs/faithfulness.md §11). This module
+reproduces that look offline with dlib's HOG frontal face detector and the 5-point
+landmark model shipped in `face_recognition_models`, then a least-squares similarity
+transform (rotation, uniform scale, translation; Umeyama 1991) from the landmarks to a
+fixed template.
 
 Coordinates: points are (x, y) with pixel centres at integers (dlib's convention). A 2x3
 `transform` maps original-image points to aligned-image points: ``q = A @ p + t``.
 
 The template (where the 5 landmarks land in the crop) is one of the named ones of
-`ipcgan_jax.data.face_templates`: "cacd" by default, or "utkface".
+`ipcgan_jax.data.face_templates`: "cacd" by default (measured on the original's crops),
+or "utkface". `crop_realignment` says how far an already aligned crop is from a template.
 """
 
 from __future__ import annotations
@@ -126,6 +128,34 @@ def face_template(
     normalised = normalised + np.array([0.0, vertical_shift])
     # Normalised 0..1 spans the outer pixel edges; pixel centres sit half a pixel inside.
     return normalised * output_size - 0.5
+
+
+@dataclasses.dataclass(frozen=True)
+class Realignment:
+    """What re-aligning an already aligned crop does to it (`crop_realignment`).
+
+    scale: > 1 when the template's crop is tighter than the crop's own framing.
+    rotation_degrees: positive turns the crop clockwise on screen (y points down).
+    centre_shift: (x, y) pixels of the crop side, where the crop's centre moves (+ right,
+    + down).
+    """
+
+    scale: float
+    rotation_degrees: float
+    centre_shift: np.ndarray
+
+
+def crop_realignment(landmarks: np.ndarray, crop_size: int, template: str = DEFAULT_TEMPLATE) -> Realignment:
+    """The similarity that would re-align a `crop_size` square crop, whose 5 landmarks are
+    `landmarks` (5, 2) in its pixels, to the named template at the same size: the
+    identity (scale 1, no rotation, no shift) for a crop framed exactly like it."""
+    transform = estimate_similarity_transform(landmarks, face_template(crop_size, template=template))
+    centre = np.full((1, 2), (crop_size - 1) / 2.0)
+    return Realignment(
+        scale=float(np.sqrt(abs(np.linalg.det(transform[:, :2])))),
+        rotation_degrees=float(np.degrees(np.arctan2(transform[1, 0], transform[0, 0]))),
+        centre_shift=apply_transform(transform, centre)[0] - centre[0],
+    )
 
 
 def warp_affine(

@@ -3,9 +3,10 @@
   'tfdata' (default): tf.data (`ipcgan_jax.data.pipeline`);
   'numpy': numpy and background threads (`ipcgan_jax.data.numpy_pipeline`), for hosts
     without TensorFlow.
-Both make the batches of the same plans (`ipcgan_jax.data.plan`: same schedule, SPEC §7
-scalings, per-process shard, resume), and give identical arrays for a (seed, step) on the
-same faces. This module imports TensorFlow only when the tfdata backend is used.
+Both make the batches of the same plans (`ipcgan_jax.data.plan`: same schedule, scalings
+of docs/faithfulness.md §8, per-process shard, resume), and give identical arrays for a
+(seed, step) on the same faces. This module imports TensorFlow only when the tfdata
+backend is used.
 """
 from __future__ import annotations
 

@@ -1,8 +1,9 @@
-"""TFDS builder for CACD2000 (Cross-Age Celebrity Dataset), aligned like IPCGAN (SPEC §8).
+"""TFDS builder for CACD2000 (Cross-Age Celebrity Dataset), aligned like IPCGAN.
 
 Every listed image is read, its face detected and aligned to an `aligned_size` square
-(400 by default, as the original) and stored as JPEG with its age, age group, identity
-(1..2000, as in the metadata), celebrity name and source file name.
+(400 by default, as the original; framing: docs/faithfulness.md §11) and stored as JPEG
+with its age, age group, identity (1..2000, as in the metadata), celebrity name and
+source file name.
 
 Configs:
   identity_split (default): a seeded, identity-disjoint train/test split; every

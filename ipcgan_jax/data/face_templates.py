@@ -6,12 +6,18 @@ crop, and `vertical_shift` moves the face down (positive) as a fraction of the o
 size, trading chin room for forehead room. Named templates (`FACE_TEMPLATES`), each with
 its own padding and shift:
 
-- "cacd" (the default): dlib's mean 5-point face (the one `dlib.get_face_chip` uses), in
-  which the 68-point face spans the unit square (brow top 0, chin 1); padding 0.2,
-  shift 0.03: the tight CACD crops of SPEC §8.
+- "cacd" (the default): the framing of the 400x400 CACD crops the original IPCGAN code
+  made, the robust mean of the landmarks dlib finds on 31 of them
+  (benchmarks/bench_cacd_framing.py), so that a CACD face aligned with it is framed like
+  the original's training faces: forehead and some hair above the brows
+  (docs/faithfulness.md §11).
 - "utkface": the framing of UTKFace's "aligned and cropped" 200x200 chips, the robust
   mean of the landmarks dlib finds on them (benchmarks/bench_utkface_framing.py), so
   that a photo aligned with it is framed like the chips a model was trained on.
+
+Both are stored as landmark positions in the crop; the face frame of each is placed
+where dlib's mean 5-point face (the one `dlib.get_face_chip` uses, in which the
+68-point face spans the unit square: brow top 0, chin 1) fits those positions best.
 """
 
 from __future__ import annotations
@@ -37,10 +43,10 @@ DLIB_FIVE_POINT_TEMPLATE = np.array(
 )
 
 # UTKFace's chips: the robust mean of dlib's 5 landmarks, same order, as fractions of the
-# chip side (0..1 spans the outer pixel edges), over 17,723 of the 18,987 chips of
-# the 18,987 UTKFace chips of docs/real_faces.md (dlib finds no face on 638; 626 lie far from the
-# median face), measured by benchmarks/bench_utkface_framing.py (docs/real_faces.md).
-# Close to dlib's mean face at padding 0.195 and shift 0.004.
+# chip side (0..1 spans the outer pixel edges), over 17,723 of the 18,987 UTKFace chips
+# of docs/real_faces.md (dlib finds no face on 638; 626 lie far from the median face),
+# measured by benchmarks/bench_utkface_framing.py (docs/real_faces.md). Close to dlib's
+# mean face at padding 0.195 and shift 0.004.
 UTKFACE_CHIP_LANDMARKS = np.array(
     [
         [0.7595, 0.3008],
@@ -52,8 +58,26 @@ UTKFACE_CHIP_LANDMARKS = np.array(
     dtype=np.float64,
 )
 
-DEFAULT_PADDING = 0.2
-DEFAULT_VERTICAL_SHIFT = 0.03
+# The original IPCGAN's 400x400 CACD crops: the robust mean of dlib's 5 landmarks, same
+# order, as fractions of the crop side, over 30 of the 31 crops of the original's public
+# samples (17_Tania_Raymonde_0017 lies far from the median face), measured by
+# benchmarks/bench_cacd_framing.py. Close to dlib's mean face at padding 0.345 and shift
+# 0.093. Re-aligning the 31 crops to it: median scale 1.004, median centre shift
+# (+0.2, -0.3) px of 400. The template used before, dlib's mean face at padding 0.2 and
+# shift 0.03, cut the forehead and hair: it re-aligned them at scale 1.21 with the centre
+# 33 px up. tests/test_alignment.py checks both on the landmarks stored in
+# tests/data/cacd_original_crop_landmarks.json.
+CACD_CROP_LANDMARKS = np.array(
+    [
+        [0.7148, 0.4281],
+        [0.5933, 0.4302],
+        [0.2814, 0.4228],
+        [0.4030, 0.4282],
+        [0.4984, 0.6703],
+    ],
+    dtype=np.float64,
+)
+
 DEFAULT_TEMPLATE = "cacd"
 
 
@@ -82,6 +106,20 @@ def fit_padding_and_shift(crop_points: np.ndarray) -> tuple[float, float]:
     return float((1.0 / scale - 1.0) / 2.0), float(shift)
 
 
+def robust_mean_landmarks(points: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """How the measured templates are made from many crops' landmarks.
+
+    points: (N, 5, 2) landmarks as fractions of the crop side. Returns the (5, 2) mean
+    over the crops whose landmarks lie within 2.5x the median distance (RMS over the 5
+    points) of the median face, and the (N,) bool mask of the crops kept, so that a
+    few failed detections or turned heads do not pull the framing.
+    """
+    median = np.median(points, axis=0)
+    distance = np.sqrt(((points - median) ** 2).sum(axis=2).mean(axis=1))
+    kept = distance <= 2.5 * np.median(distance)
+    return points[kept].mean(axis=0), kept
+
+
 def _template_from_crop_points(crop_points: np.ndarray) -> FaceTemplate:
     """The template that reproduces `crop_points` exactly, its face frame placed where
     dlib's mean face fits them best (so that the frame means the same in every
@@ -92,9 +130,12 @@ def _template_from_crop_points(crop_points: np.ndarray) -> FaceTemplate:
 
 
 FACE_TEMPLATES: dict[str, FaceTemplate] = {
-    "cacd": FaceTemplate(DLIB_FIVE_POINT_TEMPLATE, DEFAULT_PADDING, DEFAULT_VERTICAL_SHIFT),
+    "cacd": _template_from_crop_points(CACD_CROP_LANDMARKS),
     "utkface": _template_from_crop_points(UTKFACE_CHIP_LANDMARKS),
 }
+# The default template's own layout (what `framing.AlignmentSettings` starts from).
+DEFAULT_PADDING = FACE_TEMPLATES[DEFAULT_TEMPLATE].padding
+DEFAULT_VERTICAL_SHIFT = FACE_TEMPLATES[DEFAULT_TEMPLATE].vertical_shift
 
 
 assert tuple(FACE_TEMPLATES) == ALIGNMENT_TEMPLATES, "constants.ALIGNMENT_TEMPLATES names the templates here"

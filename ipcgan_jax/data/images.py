@@ -86,3 +86,26 @@ def _to_rgb_array(image: Image.Image, path: Path) -> np.ndarray:
     if rgb.ndim != 3 or rgb.shape[0] == 0 or rgb.shape[1] == 0:
         raise ImageReadError(path, f"image has no pixels (shape {rgb.shape})")
     return np.ascontiguousarray(rgb)
+
+
+def as_rgb_uint8(image: np.ndarray | str | os.PathLike) -> np.ndarray:
+    """A path (read with `read_image`: EXIF rotation, alpha on black, any mode) or an
+    array: (H, W) grayscale, (H, W, 1), (H, W, 3) RGB or (H, W, 4) RGBA, uint8 or floats
+    in 0..255 -> (H, W, 3) uint8."""
+    if isinstance(image, (str, os.PathLike)):
+        return read_image(image)
+    array = np.asarray(image)
+    if array.ndim == 2:
+        array = array[:, :, None]
+    if array.ndim != 3 or array.shape[2] not in (1, 3, 4) or min(array.shape[:2]) == 0:
+        raise ValueError(f"expected an (H, W), (H, W, 1), (H, W, 3) or (H, W, 4) image, got shape {array.shape}")
+    if array.dtype != np.uint8:
+        if not np.issubdtype(array.dtype, np.number) or not np.all(np.isfinite(array)):
+            raise ValueError(f"image must hold finite numbers in 0..255, got dtype {array.dtype}")
+        array = np.clip(np.rint(array), 0, 255).astype(np.uint8)
+    if array.shape[2] == 4:  # alpha on black, as read_image and the aligner's fill
+        alpha = array[:, :, 3:].astype(np.float32) / 255.0
+        array = np.rint(array[:, :, :3] * alpha).astype(np.uint8)
+    if array.shape[2] == 1:
+        array = np.repeat(array, 3, axis=2)
+    return np.ascontiguousarray(array)

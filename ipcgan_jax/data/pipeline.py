@@ -2,7 +2,7 @@
 
 tf.data runs the plan of each step (`tf.numpy_function`), fetches the images by index
 (stored datasets hand over the encoded files and TF decodes them, outside the GIL),
-applies the SPEC §7 scalings with TF1's legacy bilinear resize
+applies the docs/faithfulness.md §8 scalings with TF1's legacy bilinear resize
 (`tf.compat.v1.image.resize_bilinear`, align_corners=False, no antialias) and prefetches.
 `numpy_pipeline` is the same without TensorFlow; `batches` chooses between the two.
 """

@@ -1,10 +1,10 @@
 """The plans of the input pipelines: which images, groups and flips every step uses.
 
 A plan is numpy only (no TensorFlow): both input backends, tf.data (`pipeline`) and
-numpy threads (`numpy_pipeline`), fetch the images a plan names and apply the same SPEC §7
-scalings (`image_fields`), so they give identical batches for a (seed, step). Every batch
-is a pure function of (seed, step): a plan picks the image indices of a step in O(batch)
-time by epoch arithmetic. So resuming is exact: the pipeline position stored in a
+numpy threads (`numpy_pipeline`), fetch the images a plan names and apply the same
+scalings (`image_fields`, docs/faithfulness.md §8), so they give identical batches for a
+(seed, step). Every batch is a pure function of (seed, step): a plan picks the image
+indices of a step in O(batch) time by epoch arithmetic. So resuming is exact: the pipeline position stored in a
 checkpoint is just the next step, and `batch_at(step)` reproduces any step on its own.
 
 GAN schedule (faithful). Step s uses slot s of a schedule of ordered (target, false)
@@ -54,7 +54,8 @@ from ipcgan_jax.data.streams import (
     shard_rows,
 )
 
-# The G-input and AlexNet scaling subtracts the Caffe mean from the RGB channels (SPEC §7).
+# The G-input and AlexNet scaling subtracts the Caffe mean from the RGB channels
+# (docs/faithfulness.md §8).
 _MEAN = np.asarray(CAFFE_MEAN_BGR, np.float32)
 
 # A backend's image operations: resize uint8 (k, H, W, 3) images to (k, size, size, 3)
@@ -107,7 +108,7 @@ class BatchPlan(Protocol):
 
 
 class GanPlan:
-    """GAN training batches of SPEC §6 for this process's shard (see module doc).
+    """GAN training batches (docs/faithfulness.md §10) for this process's shard (module doc).
 
     A batch (k = batch_size / process_count rows, S = image_size, A = alexnet_size):
       source_d (k,S,S,3) float32: G-input scaling, the sources of the D update;

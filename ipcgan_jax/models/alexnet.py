@@ -1,4 +1,4 @@
-"""Caffe AlexNet as ported to TensorFlow, with the identity and age heads (SPEC §4).
+"""Caffe AlexNet as ported to TensorFlow, identity and age heads (docs/faithfulness.md §6).
 
 One module holds the conv trunk (conv1..conv5), fc6/fc7 and the identity head
 (new_1, new_2) fine-tuned on CACD identities, and the age head (age_fc6..age_fc8) that
@@ -36,8 +36,8 @@ def local_response_norm(x: jax.Array, depth_radius: int = 2, alpha: float = 2e-5
 class AlexNet(nn.Module):
     """AlexNet(images, outputs) -> dict of the requested activations.
 
-    images: (N, 227, 227, 3), RGB 0..255 minus [104, 117, 124] (SPEC §7). Smaller inputs
-    work for quick runs (the fc layers size themselves at init).
+    images: (N, 227, 227, 3), RGB 0..255 minus [104, 117, 124] (docs/faithfulness.md §8).
+      Smaller inputs work for quick runs (the fc layers size themselves at init).
     outputs: names from `ACTIVATIONS`; the forward pass stops at the last one needed.
     Order per block is conv, ReLU, max-pool, LRN; conv2, conv4, conv5 use 2 groups.
     Widths default to the original's; quick configs shrink them.

@@ -12,9 +12,9 @@ class Discriminator(nn.Module):
     """D(images, age_group) -> raw patch scores (N, H/8, W/8, out_features).
 
     images: (N, H, W, 3) in [-1, 1]; age_group: int (N,), injected as one-hot maps after
-    the first conv (SPEC §3). The code's strides (2, 2, 2, 1, 1) are kept, not the
-    paper figure's. Defaults are faithful (6,963,392 parameters); `out_features=1` with
-    `bn_epsilon=1e-5` is the variant users suggested for stability.
+    the first conv (docs/faithfulness.md §5). The code's strides (2, 2, 2, 1, 1) are kept,
+    not the paper figure's. Defaults are faithful (6,963,392 parameters); `out_features=1`
+    with `bn_epsilon=1e-5` is the variant users suggested for stability.
     """
 
     base_features: int = 64

@@ -6,7 +6,7 @@ import jax
 import jax.numpy as jnp
 
 from ipcgan_jax.constants import CAFFE_MEAN_BGR
-from ipcgan_jax.models.layers import ConvTransposeSame, Dtype, TFBatchNorm, conv_init, one_hot_maps
+from ipcgan_jax.models.layers import ConvTransposeSame, Dtype, TFBatchNorm, condition_maps, conv_init
 
 # Residual output: the source pixel's pre-tanh value is clipped so that atanh stays finite
 # (0.999 is pixel 0.13 from either end of 0..255).
@@ -14,7 +14,7 @@ _RESIDUAL_CLIP = 0.999
 
 
 class ResidualBlock(nn.Module):
-    """conv-BN-ReLU-conv-BN plus the input, with no ReLU after the add (SPEC §2).
+    """conv-BN-ReLU-conv-BN plus the input, no ReLU after the add (docs/faithfulness.md §3).
 
     Both BNs use batch statistics in every mode, as in the original."""
 
@@ -35,10 +35,14 @@ class ResidualBlock(nn.Module):
 class Generator(nn.Module):
     """G(images, age_group) -> images in [-1, 1] (tanh), the input's spatial size.
 
-    images: (N, H, W, 3), RGB 0..255 minus the Caffe mean (SPEC §7); H, W divisible by 4.
-    age_group: int (N,) in [0, num_groups), expanded here into one-hot condition maps.
+    images: (N, H, W, 3), RGB 0..255 minus the Caffe mean (docs/faithfulness.md §8); H, W
+      divisible by 4.
+    age_group: int (N,) in [0, num_groups), expanded here into one-hot condition maps;
+      or float group weights (N, num_groups), the maps of ages between groups at
+      inference (training only ever sees one-hot maps).
     train: batch statistics (and their moving-average update when `batch_stats` is
-      mutable); False uses the moving averages except in the residual blocks (SPEC §2).
+      mutable); False uses the moving averages except in the residual blocks
+      (docs/faithfulness.md §4).
 
     `base_features` 32 and 6 residual blocks are the paper's network (1,976,611
     parameters); smaller values are for quick runs only. `deconv_impl` picks how the two
@@ -67,7 +71,7 @@ class Generator(nn.Module):
             dtype=self.dtype, param_dtype=jnp.float32, name=name)
         bn = lambda name: TFBatchNorm(epsilon=self.bn_epsilon, dtype=self.dtype, name=name)  # noqa: E731
 
-        maps = one_hot_maps(age_group, self.num_groups, h, w, self.dtype)
+        maps = condition_maps(age_group, self.num_groups, h, w, self.dtype)
         x = jnp.concatenate([images.astype(self.dtype), maps], axis=-1)
         x = nn.relu(bn("bn1")(conv(f, 7, 1, "conv1")(x), train))
         x = nn.relu(bn("bn2")(conv(2 * f, 3, 2, "conv2")(x), train))

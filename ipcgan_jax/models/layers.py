@@ -15,8 +15,9 @@ import numpy as np
 
 Dtype = Any
 
-# Official initialisers (SPEC §2): conv weights truncated normal sd 0.02 (the sd of the
-# untruncated normal, cut at 2 sd, as tf.truncated_normal), transposed conv normal sd 0.02.
+# Official initialisers (docs/faithfulness.md §3): conv weights truncated normal sd 0.02
+# (the sd of the untruncated normal, cut at 2 sd, as tf.truncated_normal), transposed conv
+# normal sd 0.02.
 conv_init = nn.initializers.truncated_normal(stddev=0.02)
 deconv_init = nn.initializers.normal(stddev=0.02)
 
@@ -32,7 +33,7 @@ class TFBatchNorm(nn.Module):
     and batch statistics are in use.
 
     always_batch_stats: the residual-block BNs of the original use batch statistics
-      even in test mode (SPEC §2 quirk).
+      even in test mode (docs/faithfulness.md §4, the quirk).
     """
 
     epsilon: float = 1e-3
@@ -170,3 +171,17 @@ def one_hot_maps(age_group: jax.Array, num_groups: int, height: int, width: int,
     """Condition maps (N, H, W, num_groups): channel `age_group` is 1, the rest 0."""
     one_hot = jax.nn.one_hot(age_group, num_groups, dtype=dtype)
     return jnp.broadcast_to(one_hot[:, None, None, :], (age_group.shape[0], height, width, num_groups))
+
+
+def condition_maps(condition: jax.Array, num_groups: int, height: int, width: int,
+                   dtype: Dtype) -> jax.Array:
+    """Condition maps (N, H, W, num_groups) of int age groups (N,) (`one_hot_maps`) or of
+    float group weights (N, num_groups), each channel filled with its weight (blended
+    maps for ages between groups: `ipcgan_jax.continuous_age.age_condition`)."""
+    if condition.ndim == 1:
+        return one_hot_maps(condition, num_groups, height, width, dtype)
+    if condition.ndim != 2 or condition.shape[1] != num_groups:
+        raise ValueError(f"condition must be age groups (N,) or group weights (N, {num_groups}), "
+                         f"got shape {condition.shape}")
+    weights = condition.astype(dtype)
+    return jnp.broadcast_to(weights[:, None, None, :], (condition.shape[0], height, width, num_groups))

@@ -1,6 +1,6 @@
 """The training loop both trainers run, and what it needs: the open run (workdir guard,
-mesh, metric writer, checkpointer), the latest checkpoint restored, preemption handling
-and finite checks.
+mesh, metric writer, checkpointer), the newest readable checkpoint restored (damaged
+ones moved aside), preemption handling and finite checks.
 
 Per step the loop runs the compiled step and keeps its metrics on the devices; at every
 log step and checkpoint step it fetches them, stops on a non-finite value (so no
@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import logging
 import os
 import signal
 import time
@@ -87,7 +88,8 @@ class Run:
 def open_run(config: ml_collections.ConfigDict, workdir: str, *, devices=None) -> Iterator[Run]:
     """Guards and records the workdir (`prepare_workdir`), makes the mesh over `devices`
     (default: all), checks the batch size against it, and opens the writer and the
-    checkpointer; closes them (waiting for pending saves) on exit."""
+    checkpointer; closes them (waiting for pending saves) on exit. A save that failed stops
+    the run with `checkpointing.CheckpointSaveError`."""
     prepare_workdir(config, workdir)
     mesh = parallel.make_mesh(devices)
     parallel.check_batch_size(config.batch_size, mesh)
@@ -98,26 +100,63 @@ def open_run(config: ml_collections.ConfigDict, workdir: str, *, devices=None) -
     try:
         yield Run(workdir=workdir, mesh=mesh, writer=writer, checkpointer=checkpointer)
     finally:
-        checkpointer.wait_until_finished()
-        checkpointer.close()
-        writer.close()
+        try:
+            checkpointer.close()  # waits for the save in flight; CheckpointSaveError if it failed
+        finally:
+            writer.close()
 
 
 def restore_latest(run: Run, make_state: Callable[[], PyTree]) -> tuple[PyTree | None, int]:
-    """(state, step) of the latest complete checkpoint, restored replicated on the run's
+    """(state, step) of the newest readable checkpoint, restored replicated on the run's
     mesh into the shapes of `make_state()` (not run, only traced); (None, 0) when there is
-    none. The data position saved with it must be that step: the pipelines resume from it."""
-    step = run.checkpointer.latest_step()
-    if step is None:
+    none. The data position saved with it must be that step: the pipelines resume from it.
+
+    Newer checkpoints whose files are damaged (`checkpointing.UnreadableCheckpointError`)
+    are moved aside to WORKDIR/checkpoints_quarantine/<step>-<reason> with a warning and an
+    event in metrics.jsonl, never deleted. When no checkpoint is readable, nothing is moved
+    and the run stops with a CheckpointError listing what it found."""
+    steps = run.checkpointer.all_steps()
+    if not steps:
         return None, 0
     replicated = parallel.replicated(run.mesh)
     abstract = jax.tree.map(lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=replicated),
                             jax.eval_shape(make_state))
-    state, run_info = run.checkpointer.restore(step, abstract)
+    unreadable: list[checkpointing.UnreadableCheckpointError] = []
+    for step in reversed(steps):
+        error = None
+        try:
+            state, run_info = run.checkpointer.restore(step, abstract)
+        except checkpointing.UnreadableCheckpointError as e:
+            error = e
+        if not parallel.any_process(error is not None):  # every process moves on together
+            break
+        unreadable.append(error or checkpointing.UnreadableCheckpointError(
+            run.checkpointer.directory, step, "unreadable on another process", "unreadable"))
+    else:
+        found = "; ".join(f"{e.step}: {e.reason}" for e in unreadable)
+        raise checkpointing.CheckpointError(
+            f"no readable checkpoint in {run.checkpointer.directory} (found {found}); nothing was moved: "
+            "move the step folders away to train from step 0, or choose a new --workdir")
+    if unreadable:
+        _move_aside(run, unreadable, resume_step=step)
     if run_info.get("next_step") != step:
         raise checkpointing.CheckpointError(
             f"checkpoint {step} records data position {run_info.get('next_step')}, expected {step}")
     return state, step
+
+
+def _move_aside(run: Run, unreadable: list[checkpointing.UnreadableCheckpointError], resume_step: int) -> None:
+    """Quarantines the unreadable checkpoints (the chief moves, every process rereads)."""
+    for error in unreadable:
+        moved_to = None
+        if run.is_chief:
+            moved_to = run.checkpointer.move_aside(error.step, error.tag)
+            logging.getLogger(__name__).warning(
+                "checkpoint %d is unreadable (%s); moved it to %s and resuming from checkpoint %d",
+                error.step, error.reason, moved_to, resume_step)
+        run.writer.write_event(error.step, "checkpoint_unreadable", reason=error.reason, moved_to=moved_to)
+    parallel.sync_processes("checkpoints moved aside")
+    run.checkpointer.reload()
 
 
 def train_loop(config: ml_collections.ConfigDict, run: Run, *, state: PyTree, start_step: int,

@@ -47,15 +47,21 @@ def prepare_workdir(config: ml_collections.ConfigDict, workdir: str) -> None:
                 f"{workdir} holds a run with a different config (changed keys: {', '.join(changed)}); "
                 "resume it with the same config or choose a new --workdir")
         if recorded != current and jax.process_index() == 0:
-            with open(config_path, "w") as f:
-                json.dump(current, f, indent=2, sort_keys=True)
+            _write_json(config_path, current)
         return
     if os.path.exists(os.path.join(workdir, checkpointing.CHECKPOINTS_DIR)):
         raise ConfigError(f"{workdir}/{checkpointing.CHECKPOINTS_DIR} exists but was not written by "
                           f"ipcgan_jax (no {CONFIG_FILE}); choose a new --workdir")
     if jax.process_index() == 0:
-        with open(config_path, "w") as f:
-            json.dump(current, f, indent=2, sort_keys=True)
+        _write_json(config_path, current)
+
+
+def _write_json(path: str, content: dict) -> None:
+    """Written beside, then moved into place: a run killed meanwhile leaves the old file or
+    the new one, never half of one."""
+    with open(path + ".writing", "w") as f:
+        json.dump(content, f, indent=2, sort_keys=True)
+    os.replace(path + ".writing", path)
 
 
 def _lookup(tree: dict, key: str) -> Any:

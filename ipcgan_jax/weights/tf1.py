@@ -1,4 +1,4 @@
-"""The official IPCGAN's TF1 checkpoints (SPEC §4).
+"""The official IPCGAN's TF1 checkpoints (docs/faithfulness.md §6).
 
 `acgan.model-*`, `pre_trained/alexnet.model-*` and `pre_trained/age_classifier.model-*`:
 `load_tf1_checkpoint` maps them by name and shape onto variables templates
