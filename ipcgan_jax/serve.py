@@ -40,7 +40,7 @@ from typing import Any, Sequence
 import numpy as np
 from PIL import Image
 
-from ipcgan_jax import age, continuous_age, inference, visualization
+from ipcgan_jax import age, checkpointing, continuous_age, inference, visualization
 from ipcgan_jax.constants import MAX_REQUESTED_AGE, MIN_AGE
 from ipcgan_jax.data.images import ImageReadError, read_image
 
@@ -254,11 +254,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, _interrupt)  # `kill` cleans up like Ctrl-C
     temp_dir = private_temp_dir()
     try:
+        try:
+            if args.workdir or args.checkpoint:
+                ager = inference.FaceAger.from_checkpoint(args.workdir or args.checkpoint)
+            else:
+                ager = inference.FaceAger.from_pretrained()
+        except (checkpointing.CheckpointError, FileNotFoundError) as error:  # not a model: say so, no traceback
+            print(f"error: {error}", file=sys.stderr)
+            return 2
         gradio = import_gradio(temp_dir)
-        if args.workdir or args.checkpoint:
-            ager = inference.FaceAger.from_checkpoint(args.workdir or args.checkpoint)
-        else:
-            ager = inference.FaceAger.from_pretrained()
         if ager.trained_on_synthetic_faces:
             print(f"note: {ager.loaded.source} was trained on the built-in synthetic faces: on photos it draws "
                   "noise (leave out --workdir/--checkpoint for the shipped real-face model)", file=sys.stderr)

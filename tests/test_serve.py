@@ -226,3 +226,9 @@ def test_ageing_page_checks_without_a_browser(ager, photos, tmp_path, monkeypatc
         folder = serve.private_temp_dir()
         assert folder.startswith("/dev/shm/") and not os.listdir(folder)
         os.rmdir(folder)
+
+
+def test_unreadable_model_is_one_error_line(tmp_path, capsys):
+    assert serve.main(["--workdir", str(tmp_path)]) == 2  # an empty folder: no run's workdir
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: ") and str(tmp_path) in err[0], err
