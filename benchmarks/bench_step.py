@@ -12,7 +12,7 @@ after `--warmup`, images/s = batch / median, compile time (round 1 with an empty
 persistent compilation cache = cold; later rounds reuse the cache), XLA cost-analysis
 FLOPs per step and achieved GFLOP/s against this machine's float32 peak (a large matmul
 measured in the same run, and the FMA peak derived from lscpu).
-PyTorch side: /work/shared/bench/torch_reference.py (`--torch-script`) in the torch venv
+PyTorch side: a PyTorch implementation of the same step (`--torch-script FILE`, not shipped here) in the torch venv
 (`--torch-python`), with `--bf16` for the bfloat16 rows. The JAX bfloat16 rows use
 `compute_dtype='bfloat16'` (float32 parameters, BN statistics, optimizer states, losses).
 
@@ -38,7 +38,6 @@ from json_report import print_report  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DEFAULT_TORCH_PYTHON = "/tmp/torch_venv/bin/python"
-DEFAULT_TORCH_SCRIPT = os.path.join(os.path.dirname(ROOT), "shared", "bench", "torch_reference.py")
 
 
 # ----------------------------------------------------------------------------- machine
@@ -220,9 +219,11 @@ def run_comparison(args) -> dict:
                                torch_threads=args.torch_threads, deconv_impl=args.deconv_impl,
                                xla_flags=os.environ.get("XLA_FLAGS", "")),
               "results": []}
-    torch_ok = not args.no_torch and os.path.exists(args.torch_python) and os.path.exists(args.torch_script)
+    torch_ok = (not args.no_torch and os.path.exists(args.torch_python) and bool(args.torch_script)
+                and os.path.exists(args.torch_script))
     if not args.no_torch and not torch_ok:
-        report["torch_skipped"] = f"not found: {args.torch_python} or {args.torch_script}"
+        report["torch_skipped"] = ("no --torch-script given" if not args.torch_script
+                                   else f"not found: {args.torch_python} or {args.torch_script}")
     measured_peak = False
     for batch in args.batch:
         for dtype in args.dtype:
@@ -282,7 +283,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="transposed-conv implementation (default: the config default)")
     parser.add_argument("--no-torch", action="store_true", help="JAX only (e.g. on a GPU machine)")
     parser.add_argument("--torch-python", default=DEFAULT_TORCH_PYTHON)
-    parser.add_argument("--torch-script", default=DEFAULT_TORCH_SCRIPT)
+    parser.add_argument("--torch-script", default="",
+                        help="a PyTorch implementation of the same step (not shipped here); without it no PyTorch rows")
     parser.add_argument("--torch-threads", type=int, default=os.cpu_count())
     parser.add_argument("--json", default=None, help="also write the report to this file")
     parser.add_argument("--worker", choices=["jax"], default=None, help=argparse.SUPPRESS)
