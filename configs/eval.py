@@ -9,8 +9,10 @@
 a new WORKDIR/eval/step_<N>/ (results.json, results.md, samples.png) and the table is
 printed. Expect per target group: the independent age evaluator's accuracy and mean
 estimated group, dlib's identity verification rate and cosine similarity, FID when
---config.fid_inception_weights (pytorch-fid's .pth) is set, and on the synthetic data the pixel errors
-against the ground-truth aged face. The demo's test split (about 100 source faces)
+--config.fid_inception_weights (pytorch-fid's .pth) is set, the grid-artefact ratio (the
+outputs' power at the 2- and 4-pixel pattern frequencies of transposed-conv upsampling over
+their inputs', beside the real test faces' ratio) and the colour cast against the input, and
+on the synthetic data the pixel errors against the ground-truth aged face. The demo's test split (about 100 source faces)
 takes a few minutes on a CPU, mostly in dlib. See ipcgan_jax/evaluation.py.
 
 No argument: every setting (configs/defaults.py, `evaluation()`) is a --config.<field> override.

@@ -54,3 +54,9 @@ DATA_BACKENDS = ("tfdata", "numpy")
 # Named face framings of the aligner (ipcgan_jax.data.face_templates; config
 # data.alignment_template): the CACD crops', and UTKFace's chips'.
 ALIGNMENT_TEMPLATES = ("cacd", "utkface")
+
+# Grid artefacts of the generator's upsampling (ipcgan_jax.artefacts): G doubles the
+# resolution twice, so a pattern a stride-2 layer stamps repeats every 2 output pixels
+# (the last layer) or every 4 (the first). Both are periodic with this period, whose
+# frequencies (multiples of size / 4 on each axis) contain those of period 2.
+UPSAMPLING_GRID_PERIOD = 4

@@ -23,6 +23,12 @@ samples.png. Metrics, per target group and overall:
   outputs vs all test faces): pytorch-fid's InceptionV3 features when
   `fid_inception_weights` names its weights file, or any `fid_feature_extractor`
   (`ipcgan_jax.fid`); skipped with a message when neither is set.
+- image artefacts (`ipcgan_jax.artefacts`): `grid_artefact_ratio`, the outputs' power at
+  the frequencies of the 2- and 4-pixel patterns a transposed-conv upsampler draws, over
+  that of their input faces (~1: no grid; a visible grid is far above 1), beside
+  `real_grid_artefact_ratio`, the real test faces of the target group over the same
+  inputs (what real faces of that age give); `colour_cast`, the mean chroma distance of
+  each output from its input (0..255 scale; a tint moves it, brightness does not).
 - synthetic data only (data.name 'synthetic'): the ground truth exists. Each output is
   compared with the same identity rendered at the target group, (a) with the source
   photo's own nuisance (pose, light, background, noise: the exact counterfactual image)
@@ -32,6 +38,8 @@ samples.png. Metrics, per target group and overall:
   nor the nuisance seeds, so they are regenerated here from the run's data config with
   `synthetic.sample_identities` / `plan_dataset` and the same identity-disjoint split
   (deterministic; the first face is re-rendered and compared to catch any drift).
+  `gt_colour_cast` is the colour cast of (a) from the input: the part of a chroma change
+  that ageing itself makes.
 """
 from __future__ import annotations
 
@@ -45,7 +53,7 @@ import ml_collections
 import numpy as np
 from tqdm.auto import tqdm
 
-from ipcgan_jax import age_evaluator, checkpointing, fid, identity, inference, preprocessing, visualization
+from ipcgan_jax import age_evaluator, artefacts, checkpointing, fid, identity, inference, preprocessing, visualization
 from ipcgan_jax.configlib import ConfigError, validate_config
 from ipcgan_jax.data import sources, synthetic
 
@@ -212,7 +220,8 @@ def evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
 
     per_pair: dict[str, list[np.ndarray]] = {k: [] for k in (
         "estimated_group", "distance", "cosine", "gt_same_mae", "gt_same_psnr", "gt_canonical_mae",
-        "gt_canonical_psnr", "copy_input_mae")}
+        "gt_canonical_psnr", "copy_input_mae", "grid_power", "input_grid_power", "colour_cast",
+        "gt_colour_cast")}
     output_features: list[np.ndarray] = []
     samples = []
     for start in tqdm(range(0, len(source_rows), config.batch_size), desc="evaluating", unit="batch"):
@@ -222,6 +231,10 @@ def evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
         input_pixels = inference.generator_input_pixels(g_inputs)
         flat = outputs.reshape((-1,) + outputs.shape[2:])
         pair_groups = np.tile(np.asarray(groups), len(rows))
+        pair_inputs = np.repeat(input_pixels, num_groups, axis=0)
+        per_pair["grid_power"].append(artefacts.grid_artefact_power(flat))
+        per_pair["input_grid_power"].append(np.repeat(artefacts.grid_artefact_power(input_pixels), num_groups))
+        per_pair["colour_cast"].append(artefacts.colour_cast(flat, pair_inputs))
         if age_judge is not None:
             per_pair["estimated_group"].append(age_judge(flat))
         input_codes = embedder.embed(input_pixels)
@@ -238,7 +251,8 @@ def evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
                 mae, psnr = pixel_errors(flat, reference)
                 per_pair[f"{name}_mae"].append(mae)
                 per_pair[f"{name}_psnr"].append(psnr)
-            per_pair["copy_input_mae"].append(pixel_errors(np.repeat(input_pixels, num_groups, axis=0), same)[0])
+            per_pair["copy_input_mae"].append(pixel_errors(pair_inputs, same)[0])
+            per_pair["gt_colour_cast"].append(artefacts.colour_cast(same, pair_inputs))
         for k in range(min(len(rows), config.num_sample_faces - len(samples))):
             reference_row = (truth.render(np.full(num_groups, rows[k]), np.asarray(groups), same_photo=True)
                              if truth is not None else None)
@@ -249,24 +263,27 @@ def evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     real_features_by_group = {}
     real_accuracy = None
     real_estimated = None
-    if age_judge is not None or extractor is not None:
-        real_predictions, real_features = [], []
-        for start in tqdm(range(0, len(faces), 64), desc="real test faces", unit="batch"):
-            indices = np.arange(start, min(start + 64, len(faces)))
-            pixels = np.asarray(jnp.clip(jnp.round(preprocessing.legacy_resize_bilinear(
-                jnp.asarray(faces.images(indices), jnp.float32), ager.image_size, ager.image_size)), 0, 255
-            ).astype(jnp.uint8))
-            if age_judge is not None:
-                real_predictions.append(age_judge(pixels))
-            if extractor is not None:
-                real_features.append(np.asarray(extractor(pixels), np.float64))
+    # Every real test face at the generator's resolution: the reference of the age, FID
+    # and grid-artefact metrics.
+    real_predictions, real_features, real_grid_power = [], [], []
+    for start in tqdm(range(0, len(faces), 64), desc="real test faces", unit="batch"):
+        indices = np.arange(start, min(start + 64, len(faces)))
+        pixels = np.asarray(jnp.clip(jnp.round(preprocessing.legacy_resize_bilinear(
+            jnp.asarray(faces.images(indices), jnp.float32), ager.image_size, ager.image_size)), 0, 255
+        ).astype(jnp.uint8))
+        real_grid_power.append(artefacts.grid_artefact_power(pixels))
         if age_judge is not None:
-            real_estimated = np.concatenate(real_predictions)
-            real_accuracy = float(np.mean(real_estimated == faces.age_group))
+            real_predictions.append(age_judge(pixels))
         if extractor is not None:
-            real_features = np.concatenate(real_features)
-            real_features_by_group = {g: real_features[faces.age_group == g] for g in groups}
-            real_features_by_group["all"] = real_features
+            real_features.append(np.asarray(extractor(pixels), np.float64))
+    real_grid_power = np.concatenate(real_grid_power)
+    if age_judge is not None:
+        real_estimated = np.concatenate(real_predictions)
+        real_accuracy = float(np.mean(real_estimated == faces.age_group))
+    if extractor is not None:
+        real_features = np.concatenate(real_features)
+        real_features_by_group = {g: real_features[faces.age_group == g] for g in groups}
+        real_features_by_group["all"] = real_features
     generated_features = np.concatenate(output_features) if output_features else None
 
     def summarise(selector: np.ndarray, group: int | None) -> dict:
@@ -291,6 +308,14 @@ def evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
         for key in ("gt_same_mae", "gt_same_psnr", "gt_canonical_mae", "gt_canonical_psnr", "copy_input_mae"):
             if key in per_pair:
                 result[key] = float(np.mean(per_pair[key][selector]))
+        # Every input appears once per target group: the same reference power in every row.
+        input_power = per_pair["input_grid_power"][selector]
+        result["grid_artefact_ratio"] = artefacts.power_ratio(per_pair["grid_power"][selector], input_power)
+        real = real_grid_power if group is None else real_grid_power[faces.age_group == group]
+        result["real_grid_artefact_ratio"] = artefacts.power_ratio(real, input_power)
+        result["colour_cast"] = float(np.mean(per_pair["colour_cast"][selector]))
+        if "gt_colour_cast" in per_pair:
+            result["gt_colour_cast"] = float(np.mean(per_pair["gt_colour_cast"][selector]))
         return result
 
     results = {
@@ -322,7 +347,10 @@ _COLUMNS = (("age_accuracy", "age acc.", "{:.3f}"), ("real_age_accuracy", "real 
             ("identity_verification_rate", "verif. rate", "{:.3f}"), ("identity_mean_cosine", "cosine", "{:.3f}"),
             ("identity_mean_distance", "dlib dist.", "{:.3f}"), ("fid", "FID", "{:.2f}"),
             ("gt_same_mae", "GT MAE", "{:.2f}"), ("gt_same_psnr", "GT PSNR", "{:.2f}"),
-            ("gt_canonical_mae", "canon. GT MAE", "{:.2f}"), ("copy_input_mae", "copy-input MAE", "{:.2f}"))
+            ("gt_canonical_mae", "canon. GT MAE", "{:.2f}"), ("copy_input_mae", "copy-input MAE", "{:.2f}"),
+            ("grid_artefact_ratio", "grid ratio", "{:.2f}"),
+            ("real_grid_artefact_ratio", "real faces: grid ratio", "{:.2f}"),
+            ("colour_cast", "colour cast", "{:.2f}"), ("gt_colour_cast", "GT colour cast", "{:.2f}"))
 
 
 def results_markdown(results: dict) -> str:

@@ -269,3 +269,33 @@ def test_image_folder_prealigned_without_identity(tmp_path):
                 if _as_str(e["file_name"]) == "sub0/img_0.jpg")
     assert crop.shape == (32, 32, 3) and crop[4:28, 4:28].min() > 170
     assert all(_as_str(e["identity"]) == "" for items in examples.values() for e in items)
+
+
+def test_face_crop_workers_die_on_sigterm_despite_an_inherited_handler(tmp_path):
+    """Pool.terminate stops idle workers with SIGTERM while holding their queue's lock; a
+    worker forked from a process that catches SIGTERM (a training loop, a library) would
+    outlive it and hang the build. Each worker records its SIGTERM disposition (through
+    the aligner factory, which runs in the worker); run in a subprocess that catches
+    SIGTERM, with a timeout instead of a hang."""
+    import subprocess
+    import sys
+    import textwrap
+    for index in range(6):
+        Image.fromarray(np.full((40, 40, 3), 40 * index, np.uint8)).save(tmp_path / f"face{index}.png")
+    script = textwrap.dedent(f"""
+        import glob, os, signal
+        from ipcgan_jax.data.face_crops import prepare_face_crops
+        def record_disposition(output_size):
+            with open(os.path.join({str(tmp_path)!r}, f"worker{{os.getpid()}}.txt"), "w") as f:
+                f.write(str(signal.getsignal(signal.SIGTERM) == signal.SIG_DFL))
+            return None  # no aligner: the files are crops already
+        signal.signal(signal.SIGTERM, lambda *_: None)
+        paths = sorted(glob.glob({str(tmp_path)!r} + "/*.png"))
+        results = list(prepare_face_crops(paths, output_size=16, aligner_factory=record_disposition, num_workers=2))
+        assert [r.image.shape for r in results] == [(16, 16, 3)] * 6, results
+        print("built", len(results))
+    """)
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0 and "built 6" in done.stdout, done.stderr[-2000:]
+    dispositions = [path.read_text() for path in tmp_path.glob("worker*.txt")]
+    assert dispositions == ["True", "True"], dispositions

@@ -253,3 +253,35 @@ def test_identity_step_trains_both_heads_on_one_trunk_pass():
     expected = jax.tree.map(lambda p, g: p - g, params, jax.grad(reference_loss)(params))
     for name in ("conv1", "conv5", "new_2", "age_fc8"):
         np.testing.assert_allclose(new_state.params[name]["kernel"], expected[name]["kernel"], rtol=1e-4, atol=1e-6)
+
+
+def test_balanced_class_weighting_weighs_each_image_by_its_group():
+    """class_weighting='balanced': the evaluator's training loss is each image's cross
+    entropy times N / (K n_g) for its group g (counted here by hand), averaged; 'none' is
+    the plain mean. A group without training images, or an unknown value, is refused."""
+    import types
+
+    labels = np.array([0] * 6 + [1] * 2 + [2, 3] + [4] * 2)  # N = 12 over K = 5 groups
+    faces = types.SimpleNamespace(age_group=labels, name="fake:train")
+    config = quick_config("age_evaluator", class_weighting="balanced")
+    configlib.validate_config(config)
+    task = classifier_tasks.evaluator_task(config, faces)
+    np.testing.assert_allclose(task.class_weights, [12 / 30, 12 / 10, 12 / 5, 12 / 5, 12 / 10], rtol=1e-6)
+    assert classifier_tasks.evaluator_task(quick_config("age_evaluator"), faces).class_weights is None
+
+    logits = np.random.default_rng(0).normal(size=(4, 5))
+    batch_labels = np.array([0, 1, 2, 4])
+    cross_entropy = np.log(np.exp(logits).sum(-1)) - logits[np.arange(4), batch_labels]
+    weighted = classifier_train.classification_loss(jnp.asarray(logits), jnp.asarray(batch_labels),
+                                                    task.class_weights)
+    np.testing.assert_allclose(weighted, np.mean(np.array([12 / 30, 12 / 10, 12 / 5, 12 / 10]) * cross_entropy),
+                               rtol=1e-5)
+    plain = classifier_train.classification_loss(jnp.asarray(logits), jnp.asarray(batch_labels), None)
+    np.testing.assert_allclose(plain, np.mean(cross_entropy), rtol=1e-5)
+
+    with pytest.raises(ValueError, match=r"fake:train.*\[3\]"):
+        classifier_tasks.evaluator_task(config, types.SimpleNamespace(age_group=labels[labels != 3],
+                                                                      name="fake:train"))
+    config.class_weighting = "sqrt"
+    with pytest.raises(configlib.ConfigError, match="class_weighting"):
+        configlib.validate_config(config)

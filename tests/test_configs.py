@@ -82,7 +82,8 @@ def test_small_variants_have_their_sizes():
     assert quick.loss.feature_layer == "conv5" and quick.loss.age_weight == 30.0  # the paper's losses
     assert dict(quick.frozen) == dict(alexnet="alexnet_identity/export", age_classifier="age_classifier/export")
     evaluator = load("age_evaluator.py:demo")
-    assert (evaluator.num_steps, evaluator.eval_every, evaluator.optimizer.name) == (400, 400, "adam")
+    assert (evaluator.num_steps, evaluator.eval_every, evaluator.optimizer.name) == (1200, 1200, "adam")
+    assert evaluator.optimizer.schedule == "cosine" and evaluator.class_weighting == "none"
     assert tuple(evaluator.model.evaluator.stage_features) == (16, 32, 64)
 
 

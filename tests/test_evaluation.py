@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from ipcgan_jax import age_evaluator, checkpointing, evaluation, fid, identity, inference, preprocessing
+from ipcgan_jax import age_evaluator, artefacts, checkpointing, evaluation, fid, identity, inference, preprocessing
 from ipcgan_jax.constants import AGE_GROUP_LABELS
 from ipcgan_jax.data import framing, sources, synthetic
 from ipcgan_jax.models import AgeEvaluator
@@ -89,6 +89,81 @@ def test_pixel_errors():
     np.testing.assert_allclose(psnr, [20 * np.log10(255 / 10), 100.0])
 
 
+# ----------------------------------------------------------------------------- image artefacts
+def test_periodic_component_solves_moisans_equation():
+    """p is periodic with p's periodic Laplacian = u's Laplacian inside the image, and u's mean."""
+    u = np.random.default_rng(2).uniform(0, 255, (2, 8, 12, 3))
+    p = artefacts.periodic_component(u)
+    periodic_laplacian = sum(np.roll(p, step, axis=axis) for step in (1, -1) for axis in (1, 2)) - 4 * p
+    interior_laplacian = np.zeros_like(u)  # sums only the neighbours inside the image
+    for axis in (1, 2):
+        head, tail = [slice(None)] * 4, [slice(None)] * 4
+        head[axis], tail[axis] = slice(None, -1), slice(1, None)
+        difference = u[tuple(tail)] - u[tuple(head)]
+        interior_laplacian[tuple(head)] += difference
+        interior_laplacian[tuple(tail)] -= difference
+    np.testing.assert_allclose(periodic_laplacian, interior_laplacian, atol=1e-9)
+    np.testing.assert_allclose(p.mean(axis=(1, 2)), u.mean(axis=(1, 2)), atol=1e-9)
+
+
+def test_grid_artefact_power_is_the_power_at_the_period_4_frequencies():
+    images = np.random.default_rng(3).uniform(0, 255, (2, 8, 12, 3))
+    p = artefacts.periodic_component(images)
+    # A direct DFT sum over the 15 frequencies (k H/4, l W/4), (k, l) != (0, 0) ...
+    y, x = np.arange(8)[:, None], np.arange(12)[None, :]
+    direct = np.zeros(2)
+    for k in range(4):
+        for l in range(4):
+            if (k, l) != (0, 0):
+                basis = np.exp(-2j * np.pi * (k * y / 4 + l * x / 4))
+                direct += np.mean(np.abs(np.einsum("nyxc,yx->nc", p, basis)) ** 2, axis=-1)
+    direct /= (8 * 12) ** 2
+    np.testing.assert_allclose(artefacts.grid_artefact_power(images), direct, rtol=1e-9)
+    # ... is the variance of the 4x4 tile of phase means (pixels at each (y mod 4, x mod 4)).
+    tile = p.reshape(2, 2, 4, 3, 4, 3).mean(axis=(1, 3))
+    np.testing.assert_allclose(direct, tile.var(axis=(1, 2)).mean(-1), rtol=1e-9)
+    with pytest.raises(ValueError, match="divisible by 4"):
+        artefacts.grid_artefact_power(images[:, :6])
+    assert artefacts.power_ratio([1.0], [0.0]) is None and artefacts.power_ratio([], [1.0]) is None
+
+
+def test_grid_artefact_ratio_is_near_one_on_faces_and_far_above_with_a_faint_grid():
+    # Two sets of 64 faces: a face's power varies tenfold (hard edges, noise), so fewer
+    # faces leave the ratio of two sets of real faces well away from 1.
+    rows = np.arange(128)
+    faces = synthetic.render_faces(synthetic.sample_identities(128, seed=4).take(rows), rows % 5, size=64,
+                                   nuisance_seed=rows)
+    reference_power = artefacts.grid_artefact_power(faces[64:])
+    assert 0.67 < artefacts.power_ratio(artefacts.grid_artefact_power(faces[:64]), reference_power) < 1.5
+    y, x = np.mgrid[:64, :64]
+    patterns = {"checkerboard": (-1.0) ** (y + x), "2x2 blocks": (-1.0) ** (y // 2 + x // 2),
+                "stripes every 4 px": (-1.0) ** (y // 2)}
+    for name, pattern in patterns.items():  # amplitude 3 of 255
+        gridded = np.clip(np.rint(faces[:64] + 3 * pattern[..., None]), 0, 255)
+        ratio = artefacts.power_ratio(artefacts.grid_artefact_power(gridded), reference_power)
+        assert ratio > 5.0, (name, ratio)
+        # Shifted crops (every phase of the pattern) measure nearly the same power.
+        crops = [artefacts.grid_artefact_power(gridded[:16, o:o + 60, o:o + 60]).mean() for o in range(4)]
+        assert max(crops) < 1.15 * min(crops), (name, crops)
+    crops = [artefacts.grid_artefact_power(faces[:16, o:o + 60, o:o + 60]).mean() for o in range(4)]
+    assert max(crops) < 1.15 * min(crops), crops
+
+
+def test_colour_cast_is_the_shift_of_the_mean_chroma():
+    images = np.random.default_rng(5).integers(30, 200, (3, 8, 8, 3)).astype(np.uint8)
+    for image in images:  # against PIL's RGB -> YCbCr (JPEG's) of the mean colour
+        mean_colour = np.rint(image.reshape(-1, 3).mean(0)).astype(np.uint8)[None, None]
+        pil = np.asarray(Image.fromarray(mean_colour).convert("YCbCr"), np.float64)[0, 0, 1:] - 128
+        np.testing.assert_allclose(artefacts.mean_chroma(image), pil, atol=1.0)
+    np.testing.assert_allclose(artefacts.colour_cast(images + 20, images), 0.0, atol=1e-9)  # brightness only
+    magenta = images + np.array([12, 0, 12], np.uint8)
+    tinted_grey = Image.fromarray(np.array([[[112, 100, 112]]], np.uint8)).convert("YCbCr")  # grey has Cb = Cr = 128
+    pil_shift = np.hypot(*(np.asarray(tinted_grey, np.float64)[0, 0, 1:] - 128))
+    np.testing.assert_allclose(artefacts.colour_cast(magenta, images), pil_shift, atol=0.75)
+    with pytest.raises(ValueError, match="RGB"):
+        artefacts.mean_chroma(images[..., :2])
+
+
 # ----------------------------------------------------------------------------- end to end
 @pytest.fixture(scope="module")
 def evaluated(tmp_path_factory):
@@ -123,9 +198,12 @@ def test_evaluation_writes_report_with_metrics_in_range(evaluated):
         assert np.isfinite(row["fid"]) and row["fid"] >= -1e-9
         assert 0 <= row["gt_same_mae"] <= 255 and row["gt_same_psnr"] > 0
         assert 0 <= row["gt_canonical_mae"] <= 255 and 0 <= row["copy_input_mae"] <= 255
+        assert row["grid_artefact_ratio"] > 0 and row["real_grid_artefact_ratio"] > 0
+        assert 0 <= row["colour_cast"] < 255 and 0 <= row["gt_colour_cast"] < 255
     assert stored["per_group"]["11-20"]["num_outputs"] == 3
     markdown = open(os.path.join(out, "results.md")).read()
     assert "| 51+ |" in markdown and "| overall |" in markdown and "GT MAE" in markdown
+    assert "grid ratio" in markdown and "colour cast" in markdown
     sheet = np.asarray(Image.open(os.path.join(out, "samples.png")))
     assert sheet.shape[0] >= 4 * 32 and sheet.shape[1] >= 6 * 32  # 2 faces x (output, truth) rows
 
@@ -134,6 +212,7 @@ def test_ground_truth_is_the_source_photo_at_its_own_group(evaluated):
     """Sources are from group 0: the regenerated truth at group 0 is the input itself."""
     _, _, results, _ = evaluated
     assert results["per_group"]["11-20"]["copy_input_mae"] == 0.0
+    assert results["per_group"]["11-20"]["gt_colour_cast"] == 0.0
     assert results["per_group"]["51+"]["copy_input_mae"] > 1.0  # ageing changes the face
 
 
@@ -167,5 +246,13 @@ def test_age_ceiling_is_the_evaluator_on_real_faces_of_each_group(evaluated):
         assert row["real_mean_estimated_group"] == pytest.approx(mine.mean())
         assert row["real_age_accuracy"] == pytest.approx(np.mean(mine == group))
     assert results["overall"]["real_age_accuracy"] == pytest.approx(results["evaluator_accuracy_on_real_test_faces"])
+    # The grid-artefact reference: real faces of each group against the evaluated inputs
+    # (the first 3 source faces, at the generator's size like every real face here).
+    power = artefacts.grid_artefact_power(pixels)
+    input_power = power[np.flatnonzero(np.isin(faces.age_group, run_config.data.source_groups))[:3]].mean()
+    for group, label in enumerate(AGE_GROUP_LABELS):
+        expected = power[faces.age_group == group].mean() / input_power
+        assert results["per_group"][label]["real_grid_artefact_ratio"] == pytest.approx(expected, rel=1e-3)
+    assert results["overall"]["real_grid_artefact_ratio"] == pytest.approx(power.mean() / input_power, rel=1e-3)
     markdown = open(os.path.join(results["output_dir"], "results.md")).read()
     assert "real faces: mean est. group" in markdown

@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from ipcgan_jax import age, export, inference, tasks
+from configs import utkface
+from ipcgan_jax import age, artefacts, export, inference, tasks
 from ipcgan_jax.constants import CAFFE_MEAN_BGR
 from ipcgan_jax.data import build
 from ipcgan_jax.models import Generator
@@ -49,6 +50,26 @@ def test_faithful_generator_is_not_residual():
     assert np.abs((np.asarray(out) + 1) * 127.5 - np.asarray(synthetic_faces(2, 32))).mean() > 20
 
 
+def test_resize_conv_generator_draws_no_grid_where_transposed_convs_do():
+    """The same parameters (the upsampling kernels have the same shape in every impl) through
+    G with transposed convs and with resize-convs, at init, on faces: the transposed convs
+    stamp a 2/4-pixel pattern (grid power several times the input's), the resize-convs not."""
+    faces = synthetic_faces(2, 32)
+    g_input = jnp.asarray(faces, jnp.float32) - jnp.asarray(CAFFE_MEAN_BGR)
+    ratios = {}
+    for seed in range(2):
+        variables = Generator(base_features=4, num_res_blocks=1).init(jax.random.key(seed), g_input, jnp.arange(2),
+                                                                      train=True)
+        for impl in ("subpixel", "resize_conv"):
+            out, _ = Generator(base_features=4, num_res_blocks=1, deconv_impl=impl).apply(
+                variables, g_input, jnp.arange(2), train=True, mutable=["batch_stats"])
+            pixels = np.clip(np.rint((np.asarray(out) + 1) * 127.5), 0, 255)
+            ratios[impl, seed] = artefacts.power_ratio(artefacts.grid_artefact_power(pixels),
+                                                       artefacts.grid_artefact_power(faces))
+    for seed in range(2):
+        assert ratios["subpixel", seed] > 2.5 and ratios["resize_conv", seed] < 1.0, ratios
+
+
 def test_resize_conv_upsampling_is_nearest_neighbour_then_a_same_conv():
     x = jax.random.normal(jax.random.key(0), (2, 5, 5, 6))
     layer = ConvTransposeSame(4, impl="resize_conv")
@@ -79,18 +100,25 @@ def test_utkface_config_names_its_deviations(arg):
     assert config.model.generator.residual_output and config.data.mixed_age
     assert config.model.generator.deconv_impl == "resize_conv"
     assert tuple(config.data.source_groups) == (0, 1)
+    assert config.loss.age_weight == utkface.AGE_WEIGHT == 10.0
     assert list(config.pretrain) == ["alexnet_identity", "age_classifier", "age_evaluator"]
     for sub in config.pretrain.values():
         assert (sub.data.builder_config, sub.data.data_dir) == ("utkface", "workdirs/tfds")
     identity = config.pretrain.alexnet_identity
     assert identity.model.alexnet.num_identities == 10 == config.model.alexnet.num_identities
     assert identity.auxiliary_age_weight == 1.0
+    evaluator = config.pretrain.age_evaluator
+    assert evaluator.class_weighting == "balanced"
+    assert len(evaluator.model.evaluator.stage_features) == {"": 4, "cpu": 4, "quick": 2}[arg]
     paper = config_file("g75_conv5")
     expected_size = {"": 128, "cpu": 64, "quick": 32}[arg]
     assert config.data.image_size == expected_size
     if not arg:
         assert config.model.generator.base_features == paper.model.generator.base_features
-        assert config.loss.feature_weight == paper.loss.feature_weight
+        assert config.loss.feature_weight == pytest.approx(paper.loss.feature_weight * utkface.IDENTITY_WEIGHT_FACTOR)
+    else:
+        assert config.loss.feature_weight == pytest.approx(
+            paper.loss.feature_weight * utkface.IDENTITY_WEIGHT_FACTOR * 43_264 / 2_304, abs=5e-6)
 
 
 def test_recorded_config_without_a_later_field_resumes_at_its_default(tmp_path):

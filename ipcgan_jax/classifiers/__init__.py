@@ -15,6 +15,8 @@
   (docs/faithfulness.md §8).
 - 'age_evaluator': `ipcgan_jax.models.AgeEvaluator`, a small ResNet with its own input
   scaling ([-1, 1]) and seed, used only to grade generated faces (`ipcgan_jax.age_evaluator`).
+  `class_weighting='balanced'` weighs every age group the same in its loss (for
+  unbalanced data such as UTKFace; `tasks.balanced_class_weights`); 'none' is the plain mean.
 
 Dropout (`model.dropout_rate`) acts on fc6/fc7 or age_fc6/age_fc7 during training only.
 Age tasks are tested on `data.test_split` (identity-disjoint for CACD's default split and

@@ -43,6 +43,8 @@ class ClassifierTask:
     head_layers: tuple[str, ...] = ()
     frozen: PyTree = dataclasses.field(default_factory=dict)
     auxiliary_age_weight: float = 0.0
+    # Per-class weights of the training loss (config class_weighting); None = unweighted.
+    class_weights: np.ndarray | None = None
 
 
 def identity_task(config: ml_collections.ConfigDict, classes: np.ndarray,
@@ -108,8 +110,20 @@ def age_head_task(config: ml_collections.ConfigDict, trunk: PyTree) -> Classifie
                           init_variables=init_variables, apply=apply, frozen=trunk)
 
 
-def evaluator_task(config: ml_collections.ConfigDict) -> ClassifierTask:
-    """The independent age evaluator (its own network, input scaling and seed)."""
+def balanced_class_weights(labels: np.ndarray, num_classes: int, origin: str) -> np.ndarray:
+    """Weight N / (K * n_c) for class c of K with n_c of the N `labels` (scikit-learn's
+    'balanced'): every class weighs the same in the loss, and the weights average 1 over
+    the training images, so the loss keeps its scale. ValueError if a class has no images."""
+    counts = np.bincount(np.asarray(labels), minlength=num_classes)
+    if not counts.all():
+        raise ValueError(f"{origin}: class_weighting 'balanced' needs training images of every class; "
+                         f"none of class(es) {np.flatnonzero(counts == 0).tolist()}")
+    return (counts.sum() / (num_classes * counts)).astype(np.float32)
+
+
+def evaluator_task(config: ml_collections.ConfigDict, train_faces) -> ClassifierTask:
+    """The independent age evaluator (its own network, input scaling and seed), its loss
+    weighted per age group of `train_faces` if config.class_weighting asks."""
     evaluator = age_evaluator.build_age_evaluator(config.model.evaluator, gan.compute_dtype(config))
     size = evaluator.image_size
     mean = jnp.asarray(CAFFE_MEAN_BGR, jnp.float32)
@@ -130,9 +144,11 @@ def evaluator_task(config: ml_collections.ConfigDict) -> ClassifierTask:
         logits, updates = evaluator.apply(variables, scaled, train=True, mutable=["batch_stats"])
         return logits, updates["batch_stats"], None
 
-    return ClassifierTask(label="age_group", image_size=size,
-                          class_names=AGE_GROUP_LABELS[:config.model.evaluator.num_groups],
-                          init_variables=init_variables, apply=apply)
+    num_groups = config.model.evaluator.num_groups
+    class_weights = (balanced_class_weights(train_faces.age_group, num_groups, train_faces.name)
+                     if config.class_weighting == "balanced" else None)
+    return ClassifierTask(label="age_group", image_size=size, class_names=AGE_GROUP_LABELS[:num_groups],
+                          init_variables=init_variables, apply=apply, class_weights=class_weights)
 
 
 def build_task(config: ml_collections.ConfigDict, train_faces, trunk: PyTree | None,
@@ -147,5 +163,5 @@ def build_task(config: ml_collections.ConfigDict, train_faces, trunk: PyTree | N
     if config.task == "age_classifier":
         return age_head_task(config, trunk)
     if config.task == "age_evaluator":
-        return evaluator_task(config)
+        return evaluator_task(config, train_faces)
     raise ConfigError(f"config key 'task': {config.task!r} is not a classifier task")

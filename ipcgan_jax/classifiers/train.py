@@ -85,6 +85,15 @@ def make_optimizer(config: ml_collections.ConfigDict, head_layers: tuple[str, ..
     return optax.GradientTransformation(base.init, update_fn)
 
 
+def classification_loss(logits: jax.Array, labels: jax.Array, class_weights: np.ndarray | None) -> jax.Array:
+    """Mean softmax cross entropy over the batch, each image's times its class's weight
+    when `class_weights` (per class) is given (ClassifierTask.class_weights)."""
+    losses = optax.softmax_cross_entropy_with_integer_labels(logits, labels)
+    if class_weights is not None:
+        losses = losses * jnp.asarray(class_weights)[labels]
+    return losses.mean()
+
+
 def make_train_step(task: tasks.ClassifierTask, seed: int) -> Callable:
     """`train_step(state, batch, frozen) -> (state, metrics)` (uncompiled); dropout keys
     are `seed` folded with the step."""
@@ -95,7 +104,7 @@ def make_train_step(task: tasks.ClassifierTask, seed: int) -> Callable:
         def loss_fn(params):
             logits, batch_stats, age_logits = state.apply_fn(
                 {"params": params, "batch_stats": state.batch_stats}, frozen, batch["image"], rng)
-            loss = optax.softmax_cross_entropy_with_integer_labels(logits, batch["label"]).mean()
+            loss = classification_loss(logits, batch["label"], task.class_weights)
             age_loss = jnp.zeros(())
             if age_logits is not None:
                 age_loss = optax.softmax_cross_entropy_with_integer_labels(age_logits, batch["age_group"]).mean()

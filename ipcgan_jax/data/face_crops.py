@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import multiprocessing
 import os
+import signal
 from typing import Callable, Iterator, Sequence
 
 import numpy as np
@@ -86,6 +87,11 @@ def _build_aligner(settings: tuple) -> FaceAligner | None:
 
 
 def _initialise_worker(settings: tuple) -> None:
+    # A forked worker inherits the parent's SIGTERM handler (a training loop's, or one that a
+    # library installed), but Pool.terminate stops idle workers with SIGTERM while holding
+    # their queue's lock: a worker that survives it waits for that lock forever, and so does
+    # the build. Workers must die on SIGTERM.
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
     _worker_aligner.clear()
     _worker_aligner.append(_build_aligner(settings))
 

@@ -24,7 +24,8 @@ RESUMABLE_CHANGES = frozenset({"num_steps", "log_every", "sample_every", "checkp
                                "data.backend", "data.packed_path"})
 # Fields added after runs were recorded, with the value that reproduces those runs: a
 # recorded config without the key resumes under that value.
-FIELDS_ADDED_LATER = {"model.generator.residual_output": False}
+FIELDS_ADDED_LATER = {"model.generator.residual_output": False, "class_weighting": "none",
+                     "pretrain.age_evaluator.class_weighting": "none"}
 
 
 def prepare_workdir(config: ml_collections.ConfigDict, workdir: str) -> None:
