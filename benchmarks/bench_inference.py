@@ -8,15 +8,20 @@
     stacking faces into one ordinary batch would change every face's result. The output
     equals batch1's (checked here, `max_abs_diff_vs_batch1`).
 Random G parameters with moving statistics from a few training-mode batches.
+PyTorch side: benchmarks/torch_reference.py --inference (the same generator, test mode, five
+batch-1 calls per face) in the torch venv (`--torch-python`), run after each JAX round
+(`--rounds`, alternating); `jax_batch1_over_torch` is the ratio of the medians.
 
-Usage: python benchmarks/bench_inference.py [--faces 8] [--repeats 5] [--dtype float32]
-           [--deconv-impl subpixel] [--json FILE]
+Usage: python benchmarks/bench_inference.py [--faces 8] [--repeats 5] [--rounds 2]
+           [--dtype float32] [--deconv-impl subpixel] [--conv-impl xla] [--no-torch] [--json FILE]
 """
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import statistics
+import subprocess
 import sys
 import time
 
@@ -30,6 +35,9 @@ import numpy as np  # noqa: E402
 from ipcgan_jax import configlib, gan  # noqa: E402
 from ipcgan_jax.constants import CAFFE_MEAN_BGR, NUM_AGE_GROUPS  # noqa: E402
 from json_report import print_report  # noqa: E402
+
+DEFAULT_TORCH_PYTHON = "/tmp/torch_venv/bin/python"
+TORCH_SCRIPT = os.path.join(ROOT, "benchmarks", "torch_reference.py")
 
 
 def _time_calls(fn, repeats: int) -> list[float]:
@@ -49,9 +57,12 @@ def _stats_ms(times: list[float], per: int) -> dict:
             "faces_per_s": round(per / statistics.median(times), 3)}
 
 
-def run(faces: int, repeats: int, dtype: str, deconv_impl: str | None, seed: int) -> dict:
+def run(faces: int, repeats: int, dtype: str, deconv_impl: str | None, seed: int,
+        conv_impl: str | None = None) -> dict:
     config = configlib.load_config_file(os.path.join(ROOT, "configs", "g75_conv5.py"))
     config.compute_dtype = dtype
+    if conv_impl:
+        config.conv_impl = conv_impl
     if deconv_impl:
         config.model.generator.deconv_impl = deconv_impl
     size = config.data.image_size
@@ -90,7 +101,7 @@ def run(faces: int, repeats: int, dtype: str, deconv_impl: str | None, seed: int
     cost = cost[0] if isinstance(cost, (list, tuple)) else cost
     result = {
         "dtype": dtype, "faces": faces, "groups_per_face": NUM_AGE_GROUPS, "repeats": repeats,
-        "deconv_impl": config.model.generator.get("deconv_impl", "default"),
+        "deconv_impl": config.model.generator.get("deconv_impl", "default"), "conv_impl": gan.conv_impl(config),
         "load_avg": [round(x, 2) for x in os.getloadavg()], "jax": jax.__version__,
         "device": jax.devices()[0].device_kind,
         "batch1": dict(_stats_ms(_time_calls(one_face, repeats), 1), compile_s=round(compile_single_s, 2)),
@@ -103,16 +114,49 @@ def run(faces: int, repeats: int, dtype: str, deconv_impl: str | None, seed: int
     return result
 
 
+def run_torch(torch_python: str, repeats: int, seed: int, threads: int) -> dict:
+    proc = subprocess.run([torch_python, TORCH_SCRIPT, "--inference", "--steps", str(repeats), "--warmup", "1",
+                           "--seed", str(seed), "--threads", str(threads)], capture_output=True, text=True)
+    lines = [line for line in proc.stdout.splitlines() if line.startswith("{")]
+    if proc.returncode != 0 or not lines:
+        return {"error": f"exit {proc.returncode}", "stderr_tail": proc.stderr[-2000:]}
+    return json.loads(lines[-1])
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--faces", type=int, default=8, help="faces per batched call")
     parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--rounds", type=int, default=2, help="JAX / PyTorch alternations")
+    parser.add_argument("--no-torch", action="store_true")
+    parser.add_argument("--torch-python", default=DEFAULT_TORCH_PYTHON)
+    parser.add_argument("--torch-threads", type=int, default=os.cpu_count())
     parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
     parser.add_argument("--deconv-impl", default=None, choices=["subpixel", "conv_transpose"])
+    parser.add_argument("--conv-impl", default=None, choices=["xla", "im2col", "auto"],
+                        help="how G's convs run (default: the config's, 'auto')")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--json", default=None)
     args = parser.parse_args(argv)
-    result = run(args.faces, args.repeats, args.dtype, args.deconv_impl, args.seed)
+    with_torch = not args.no_torch and os.path.exists(args.torch_python)
+    jax_runs, torch_runs = [], []
+    for round_index in range(args.rounds if with_torch else 1):
+        print(f"[bench_inference] round {round_index + 1}", file=sys.stderr, flush=True)
+        jax_runs.append(run(args.faces, args.repeats, args.dtype, args.deconv_impl, args.seed, args.conv_impl))
+        if with_torch:
+            torch_runs.append(run_torch(args.torch_python, args.repeats, args.seed, args.torch_threads))
+    result = dict(jax_runs[-1], jax_rounds=[r["batch1"]["median_ms_per_face"] for r in jax_runs])
+    good = [r for r in torch_runs if "error" not in r]
+    if good:
+        jax_median = statistics.median(r["batch1"]["median_ms_per_face"] for r in jax_runs)
+        torch_median = statistics.median(r["median_ms_per_face"] for r in good)
+        result.update(torch_rounds=[r["median_ms_per_face"] for r in good], torch=good[-1]["torch"],
+                      torch_median_ms_per_face=torch_median,
+                      jax_batch1_over_torch=round(jax_median / torch_median, 3))
+    elif torch_runs:
+        result["torch_error"] = torch_runs[-1]
+    else:
+        result["torch_skipped"] = "--no-torch" if args.no_torch else f"not found: {args.torch_python}"
     print_report(result, args.json, indent=None)
     return 0
 

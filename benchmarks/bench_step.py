@@ -12,13 +12,15 @@ after `--warmup`, images/s = batch / median, compile time (round 1 with an empty
 persistent compilation cache = cold; later rounds reuse the cache), XLA cost-analysis
 FLOPs per step and achieved GFLOP/s against this machine's float32 peak (a large matmul
 measured in the same run, and the FMA peak derived from lscpu).
-PyTorch side: a PyTorch implementation of the same step (`--torch-script FILE`, not shipped here) in the torch venv
-(`--torch-python`), with `--bf16` for the bfloat16 rows. The JAX bfloat16 rows use
+PyTorch side: benchmarks/torch_reference.py (an independent PyTorch implementation of the
+same networks and step; `--torch-script` picks another) in the torch venv (`--torch-python`),
+with `--bf16` for the bfloat16 rows. The JAX bfloat16 rows use
 `compute_dtype='bfloat16'` (float32 parameters, BN statistics, optimizer states, losses).
 
 Usage:
   python benchmarks/bench_step.py [--batch 8 32] [--dtype float32 bfloat16] [--rounds 2]
-      [--steps 5] [--warmup 1] [--no-torch] [--deconv-impl subpixel] [--json FILE]
+      [--steps 5] [--warmup 1] [--conv-impl xla im2col] [--no-torch] [--deconv-impl subpixel]
+      [--json FILE]
   python benchmarks/bench_step.py --worker jax --batch 8 --dtype float32 --cache-dir DIR
 """
 from __future__ import annotations
@@ -38,6 +40,7 @@ from json_report import print_report  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DEFAULT_TORCH_PYTHON = "/tmp/torch_venv/bin/python"
+DEFAULT_TORCH_SCRIPT = os.path.join(ROOT, "benchmarks", "torch_reference.py")
 
 
 # ----------------------------------------------------------------------------- machine
@@ -108,7 +111,7 @@ def make_step_inputs(config, seed: int, pool_size: int = 3):
     return pool, frozen
 
 
-def faithful_config(batch: int, dtype: str, deconv_impl: str | None):
+def faithful_config(batch: int, dtype: str, deconv_impl: str | None, conv_impl: str | None = None):
     from ipcgan_jax import configlib
 
     config = configlib.load_config_file(os.path.join(ROOT, "configs", "g75_conv5.py"))
@@ -116,6 +119,8 @@ def faithful_config(batch: int, dtype: str, deconv_impl: str | None):
     config.compute_dtype = dtype
     if deconv_impl:
         config.model.generator.deconv_impl = deconv_impl
+    if conv_impl:
+        config.conv_impl = conv_impl
     return config
 
 
@@ -132,7 +137,8 @@ def run_jax_worker(args) -> dict:
     sys.path.insert(0, ROOT)
     from ipcgan_jax import gan
 
-    config = faithful_config(args.batch[0], args.dtype[0], args.deconv_impl)
+    config = faithful_config(args.batch[0], args.dtype[0], args.deconv_impl,
+                             args.conv_impl[0] if args.conv_impl else None)
     pool, frozen = make_step_inputs(config, args.seed)
     state = jax.jit(lambda rng: gan.init_state(config, rng))(jax.random.key(args.seed))
     start = time.perf_counter()
@@ -163,6 +169,7 @@ def run_jax_worker(args) -> dict:
     losses = {k: float(metrics[k]) for k in ("d_loss", "g_adversarial_loss", "g_feature_loss", "g_age_loss")}
     result = dict(framework="jax", jax=jax.__version__, batch=config.batch_size, dtype=config.compute_dtype,
                   deconv_impl=config.model.generator.get("deconv_impl", "default"),
+                  conv_impl=gan.conv_impl(config),
                   median_ms=round(median * 1e3, 1), min_ms=round(min(times) * 1e3, 1),
                   max_ms=round(max(times) * 1e3, 1), images_per_s=round(config.batch_size / median, 3),
                   trace_s=round(traced_s, 2), compile_s=round(compile_s, 2),
@@ -188,12 +195,15 @@ def _run_json(command: list[str], env: dict | None = None) -> dict:
     return result
 
 
-def jax_command(args, batch: int, dtype: str, cache_dir: str, measure_peak: bool) -> list[str]:
+def jax_command(args, batch: int, dtype: str, conv_impl: str | None, cache_dir: str,
+                measure_peak: bool) -> list[str]:
     command = [sys.executable, os.path.abspath(__file__), "--worker", "jax", "--batch", str(batch),
                "--dtype", dtype, "--steps", str(args.steps), "--warmup", str(args.warmup),
                "--seed", str(args.seed), "--cache-dir", cache_dir]
     if args.deconv_impl:
         command += ["--deconv-impl", args.deconv_impl]
+    if conv_impl:
+        command += ["--conv-impl", conv_impl]
     return command + (["--measure-peak"] if measure_peak else [])
 
 
@@ -213,6 +223,20 @@ def _summary(runs: list[dict]) -> dict:
             "images_per_s": round(ok[0]["batch"] / (statistics.median(r["median_ms"] for r in ok) / 1e3), 3)}
 
 
+def _jax_summary(runs: list[dict]) -> dict:
+    summary = _summary(runs)
+    good = [r for r in runs if "error" not in r]
+    if good:
+        summary.update(conv_impl=good[0]["conv_impl"],
+                       compile_cold_s=good[0]["compile_s"] if runs[0] is good[0] else None,
+                       compile_cached_s=(statistics.median(r["compile_s"] for r in good[1:])
+                                         if len(good) > 1 else None),
+                       cost_analysis_gflop_per_step=good[0]["cost_analysis_gflop_per_step"])
+        summary["achieved_gflops"] = round(
+            good[0]["cost_analysis_gflop_per_step"] / (summary["median_ms"] / 1e3), 2)
+    return summary
+
+
 def run_comparison(args) -> dict:
     report = {"machine": describe_cpu(), "load_avg_start": [round(x, 2) for x in os.getloadavg()],
               "settings": dict(steps=args.steps, warmup=args.warmup, rounds=args.rounds,
@@ -224,49 +248,50 @@ def run_comparison(args) -> dict:
     if not args.no_torch and not torch_ok:
         report["torch_skipped"] = ("no --torch-script given" if not args.torch_script
                                    else f"not found: {args.torch_python} or {args.torch_script}")
+    conv_impls = args.conv_impl or [None]
     measured_peak = False
     for batch in args.batch:
         for dtype in args.dtype:
-            cache_dir = tempfile.mkdtemp(prefix="ipcgan_bench_cache_")
-            jax_runs, torch_runs = [], []
+            cache_dirs = {impl: tempfile.mkdtemp(prefix="ipcgan_bench_cache_") for impl in conv_impls}
+            jax_runs = {impl: [] for impl in conv_impls}
+            torch_runs = []
             for round_index in range(args.rounds):
                 print(f"[bench_step] batch {batch} {dtype} round {round_index + 1}/{args.rounds}",
                       file=sys.stderr, flush=True)
-                jax_runs.append(_run_json(jax_command(args, batch, dtype, cache_dir, not measured_peak)))
-                measured_peak = measured_peak or "matmul_peak_gflops" in jax_runs[-1]
+                for impl in conv_impls:  # A B C A B C: every program in every round
+                    run = _run_json(jax_command(args, batch, dtype, impl, cache_dirs[impl], not measured_peak))
+                    jax_runs[impl].append(run)
+                    measured_peak = measured_peak or "matmul_peak_gflops" in run
                 if torch_ok:
                     torch_runs.append(_run_json(torch_command(args, batch, dtype)))
-            row = {"batch": batch, "dtype": dtype, "jax": _summary(jax_runs), "jax_runs": jax_runs}
-            good = [r for r in jax_runs if "error" not in r]
-            if good:
-                row["jax"].update(compile_cold_s=good[0]["compile_s"] if jax_runs[0] is good[0] else None,
-                                  compile_cached_s=(statistics.median(r["compile_s"] for r in good[1:])
-                                                    if len(good) > 1 else None),
-                                  cost_analysis_gflop_per_step=good[0]["cost_analysis_gflop_per_step"])
-                row["jax"]["achieved_gflops"] = round(
-                    good[0]["cost_analysis_gflop_per_step"] / (row["jax"]["median_ms"] / 1e3), 2)
+            row = {"batch": batch, "dtype": dtype, "jax": {}, "jax_runs": jax_runs}
             if torch_runs:
                 row["torch"] = _summary(torch_runs)
                 row["torch_runs"] = torch_runs
-                pairs = [(j["median_ms"], t["median_ms"]) for j, t in zip(jax_runs, torch_runs)
+            for impl, runs in jax_runs.items():
+                label = impl or "config"
+                row["jax"][label] = summary = _jax_summary(runs)
+                pairs = [(j["median_ms"], t["median_ms"]) for j, t in zip(runs, torch_runs)
                          if "error" not in j and "error" not in t]
                 if pairs:
-                    row["jax_over_torch_per_round"] = [round(j / t, 3) for j, t in pairs]
-                    row["jax_over_torch_median_ratio"] = round(
+                    summary["jax_over_torch_per_round"] = [round(j / t, 3) for j, t in pairs]
+                    summary["jax_over_torch_median_ratio"] = round(
                         statistics.median(j for j, _ in pairs) / statistics.median(t for _, t in pairs), 3)
             report["results"].append(row)
-    for run in (r for row in report["results"] for r in row["jax_runs"]):
+    for run in (r for row in report["results"] for runs in row["jax_runs"].values() for r in runs):
         if "matmul_peak_gflops" in run:
             report["machine"]["matmul_peak_gflops_measured"] = run["matmul_peak_gflops"]
     peak = report["machine"].get("matmul_peak_gflops_measured")
     for row in report["results"]:
-        if peak and "achieved_gflops" in row["jax"]:
-            row["jax"]["fraction_of_matmul_peak"] = round(row["jax"]["achieved_gflops"] / peak, 3)
-        if "torch" in row and "cost_analysis_gflop_per_step" in row["jax"] and "error" not in row["torch"]:
-            # Same networks and step: XLA's FLOP count applies to both (PyTorch's own
-            # counter agreed within 5% in the probe).
-            row["torch"]["achieved_gflops"] = round(
-                row["jax"]["cost_analysis_gflop_per_step"] / (row["torch"]["median_ms"] / 1e3), 2)
+        flops = next((s["cost_analysis_gflop_per_step"] for s in row["jax"].values()
+                      if "cost_analysis_gflop_per_step" in s), None)
+        for summary in row["jax"].values():
+            if peak and "achieved_gflops" in summary:
+                summary["fraction_of_matmul_peak"] = round(summary["achieved_gflops"] / peak, 3)
+        if "torch" in row and flops and "error" not in row["torch"]:
+            # Same networks and step: XLA's FLOP count (of XLA's conv path) applies to both
+            # (PyTorch's own counter agreed within 5% in the probe).
+            row["torch"]["achieved_gflops"] = round(flops / (row["torch"]["median_ms"] / 1e3), 2)
     report["load_avg_end"] = [round(x, 2) for x in os.getloadavg()]
     return report
 
@@ -281,10 +306,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--deconv-impl", default=None, choices=["subpixel", "conv_transpose"],
                         help="transposed-conv implementation (default: the config default)")
+    parser.add_argument("--conv-impl", nargs="+", default=None, choices=["xla", "im2col", "auto"],
+                        help="how the convs run, one JAX program each, alternating (default: the config's)")
     parser.add_argument("--no-torch", action="store_true", help="JAX only (e.g. on a GPU machine)")
     parser.add_argument("--torch-python", default=DEFAULT_TORCH_PYTHON)
-    parser.add_argument("--torch-script", default="",
-                        help="a PyTorch implementation of the same step (not shipped here); without it no PyTorch rows")
+    parser.add_argument("--torch-script", default=DEFAULT_TORCH_SCRIPT,
+                        help="the PyTorch implementation of the same step")
     parser.add_argument("--torch-threads", type=int, default=os.cpu_count())
     parser.add_argument("--json", default=None, help="also write the report to this file")
     parser.add_argument("--worker", choices=["jax"], default=None, help=argparse.SUPPRESS)

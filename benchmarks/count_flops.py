@@ -22,7 +22,9 @@ def count(batch: int, dtype: str) -> float:
     from benchmarks.bench_step import faithful_config, make_step_inputs
     from ipcgan_jax import gan
 
-    config = faithful_config(batch, dtype, None)
+    # XLA's conv path: the model's FLOPs, as the GPU runs it (im2col's patches and
+    # data-gradient dots count more)
+    config = faithful_config(batch, dtype, None, conv_impl="xla")
     pool, frozen = make_step_inputs(config, 0, pool_size=1)
     state = jax.eval_shape(lambda: gan.init_state(config, jax.random.key(0)))
     analysis = jax.jit(gan.make_train_step(config)).lower(state, pool[0], frozen).cost_analysis()

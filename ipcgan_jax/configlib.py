@@ -17,7 +17,8 @@ import ml_collections
 from absl import flags
 from ml_collections import config_flags
 
-from ipcgan_jax.constants import ALIGNMENT_TEMPLATES, BN_MODES, DATA_BACKENDS, FEATURE_LAYERS, NUM_AGE_GROUPS
+from ipcgan_jax.constants import (ALIGNMENT_TEMPLATES, BN_MODES, CONV_IMPLS, DATA_BACKENDS, FEATURE_LAYERS,
+                                  NUM_AGE_GROUPS)
 
 TASKS = ("gan", "alexnet_identity", "age_classifier", "age_evaluator", "eval")
 CLASSIFIER_TASKS = ("alexnet_identity", "age_classifier", "age_evaluator")
@@ -79,7 +80,7 @@ _ALEXNET = {
     "model.alexnet.num_groups": AGE_GROUPS,
 }
 _GAN = {
-    **_RUN, **_DATA, **_ALEXNET,
+    **_RUN, **_DATA, **_ALEXNET, "conv_impl": one_of(*CONV_IMPLS),
     "model.generator.base_features": ANY, "model.generator.num_res_blocks": ANY,
     "model.generator.num_groups": AGE_GROUPS, "model.generator.bn_epsilon": ANY,
     "model.generator.deconv_impl": one_of("subpixel", "conv_transpose", "resize_conv"),

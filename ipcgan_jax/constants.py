@@ -47,6 +47,9 @@ FEATURE_LAYERS = ("conv1", "conv2", "conv3", "conv4", "conv5", "pool5", "fc6", "
 # 'moving' averages everywhere, or 'single', the original's residual BNs on the one image's
 # own statistics.
 BN_MODES = ("moving", "single")
+# How the networks' convolutions run (models.layers.conv_function): XLA's conv, im2col +
+# dot, or 'auto' (im2col on a CPU backend, XLA's conv elsewhere).
+CONV_IMPLS = ("xla", "im2col", "auto")
 
 # Input pipelines of the trainers (config data.backend): tf.data, or numpy without TensorFlow.
 DATA_BACKENDS = ("tfdata", "numpy")

@@ -40,16 +40,22 @@ def compute_dtype(config: ml_collections.ConfigDict):
     return {"float32": jnp.float32, "bfloat16": jnp.bfloat16}[config.compute_dtype]
 
 
+def conv_impl(config: ml_collections.ConfigDict) -> str:
+    """How G's and D's convs and AlexNet's grouped convs run (models.layers.conv_function);
+    configs recorded before the option existed ran XLA's conv."""
+    return config.get("conv_impl", "xla")
+
+
 def build_generator(config: ml_collections.ConfigDict) -> Generator:
-    return Generator(dtype=compute_dtype(config), **config.model.generator)
+    return Generator(dtype=compute_dtype(config), conv_impl=conv_impl(config), **config.model.generator)
 
 
 def build_discriminator(config: ml_collections.ConfigDict) -> Discriminator:
-    return Discriminator(dtype=compute_dtype(config), **config.model.discriminator)
+    return Discriminator(dtype=compute_dtype(config), conv_impl=conv_impl(config), **config.model.discriminator)
 
 
 def build_alexnet(config: ml_collections.ConfigDict) -> AlexNet:
-    return AlexNet(dtype=compute_dtype(config), **config.model.alexnet)
+    return AlexNet(dtype=compute_dtype(config), conv_impl=conv_impl(config), **config.model.alexnet)
 
 
 def build_optimizer(config: ml_collections.ConfigDict) -> optax.GradientTransformation:

@@ -53,7 +53,7 @@ peaks = {"float32": float(sys.argv[2]), "bfloat16": float(sys.argv[3])}
 model_gflop = {(r["batch"], r["dtype"]): r["gflop_per_step"] for r in json.load(open(sys.argv[4]))}
 rows = []
 for row in report["results"]:
-    jax_row = row["jax"]
+    jax_row = row["jax"]["config"]  # the config's conv_impl ('auto': XLA's conv on a GPU)
     if "median_ms" not in jax_row:
         rows.append(dict(batch=row["batch"], dtype=row["dtype"], error=jax_row.get("error")))
         continue

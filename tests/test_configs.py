@@ -54,7 +54,7 @@ def test_demo_is_the_demo_variant_of_the_paper_config():
     assert demo.num_steps == 1200 and demo.batch_size == 16 and demo.data.image_size == 64
     # The three settings that differ from the paper's run at this scale.
     assert demo.data.mixed_age is True
-    assert (demo.loss.feature_layer, demo.loss.feature_weight, demo.loss.age_weight) == ("conv1", 2e-5, 15.0)
+    assert (demo.loss.feature_layer, demo.loss.feature_weight, demo.loss.age_weight) == ("conv1", 2e-5, 30.0)
     assert list(demo.pretrain.keys()) == list(configlib.CLASSIFIER_TASKS)
 
 

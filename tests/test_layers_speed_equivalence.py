@@ -5,8 +5,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from ipcgan_jax.models import Generator
-from ipcgan_jax.models.layers import ConvTransposeSame, conv_transpose_subpixel
+from ipcgan_jax.models import Discriminator, Generator
+from ipcgan_jax.models.layers import (IM2COL_MIN_FEATURES, ConvTransposeSame, conv_function, conv_im2col,
+                                     conv_transpose_subpixel)
 
 
 def _lax_conv_transpose(x, kernel, stride):
@@ -84,3 +85,156 @@ def test_config_rejects_unknown_deconv_impl():
     config.model.generator.deconv_impl = "fft"
     with pytest.raises(configlib.ConfigError, match="deconv_impl"):
         configlib.validate_config(config)
+
+
+# (input size, in, out, kernel, stride, padding, groups): the kinds of conv the networks use
+_IM2COL_CASES = [(9, 5, 4, 7, 1, "SAME", 1), (9, 4, 6, 3, 2, "SAME", 1), (6, 4, 3, 4, 1, "SAME", 1),
+                 (8, 3, 4, 4, 2, "SAME", 1), (15, 3, 4, 11, 4, "VALID", 1), (7, 6, 8, 5, 1, "SAME", 2),
+                 (5, 4, 6, 3, 1, ((1, 0), (2, 1)), 2), (5, 4, 6, 2, 1, "VALID", 1)]
+
+
+@pytest.mark.parametrize("size,cin,cout,kernel_size,stride,padding,groups", _IM2COL_CASES)
+def test_im2col_conv_equals_lax_values_and_gradients(size, cin, cout, kernel_size, stride, padding, groups):
+    rng = np.random.default_rng(size * 100 + kernel_size)
+    x = jnp.asarray(rng.normal(size=(2, size, size + 1, cin)), jnp.float32)
+    kernel = jnp.asarray(rng.normal(size=(kernel_size, kernel_size, cin // groups, cout)), jnp.float32)
+
+    def conv(f):
+        return lambda x, k: f(x, k, (stride, stride), padding, dimension_numbers=("NHWC", "HWIO", "NHWC"),
+                              feature_group_count=groups)
+
+    expected = conv(jax.lax.conv_general_dilated)(x, kernel)
+    actual = conv(conv_im2col)(x, kernel)
+    assert actual.shape == expected.shape
+    assert _relative_error(actual, expected) < 1e-6
+    cotangent = jnp.asarray(rng.normal(size=expected.shape), jnp.float32)
+    loss = lambda f: lambda x, k: jnp.sum(conv(f)(x, k) * cotangent)  # noqa: E731
+    grads_expected = jax.grad(loss(jax.lax.conv_general_dilated), argnums=(0, 1))(x, kernel)
+    grads_actual = jax.grad(loss(conv_im2col), argnums=(0, 1))(x, kernel)
+    for name, a, e in zip(("input", "kernel"), grads_actual, grads_expected):
+        assert _relative_error(a, e) < 1e-5, name
+
+
+def test_im2col_conv_matches_a_direct_sum_over_the_taps():
+    """Independent of lax: y[i, j] = sum over taps of x_padded[s*i + kh, s*j + kw] @ kernel[kh, kw]."""
+    rng = np.random.default_rng(3)
+    x = rng.normal(size=(1, 6, 5, 3))
+    kernel = rng.normal(size=(4, 4, 3, 2))
+    stride = 2
+    padded = np.pad(x, ((0, 0), (1, 1), (1, 2), (0, 0)))  # TF SAME, k=4, s=2: 6 -> 3 rows, 5 -> 3 cols
+    expected = np.zeros((1, 3, 3, 2))
+    for i in range(3):
+        for j in range(3):
+            for kh in range(4):
+                for kw in range(4):
+                    expected[0, i, j] += padded[0, stride * i + kh, stride * j + kw] @ kernel[kh, kw]
+    actual = conv_im2col(jnp.asarray(x, jnp.float32), jnp.asarray(kernel, jnp.float32), (stride, stride),
+                         "SAME", dimension_numbers=("NHWC", "HWIO", "NHWC"))
+    assert _relative_error(actual, expected) < 1e-6
+
+
+def test_im2col_conv_rejects_what_it_does_not_implement():
+    x, kernel = jnp.zeros((1, 4, 4, 2)), jnp.zeros((3, 3, 2, 2))
+    with pytest.raises(ValueError, match="NHWC"):
+        conv_im2col(x, kernel, (1, 1), "SAME", dimension_numbers=("NCHW", "OIHW", "NCHW"))
+    with pytest.raises(ValueError, match="dilation"):
+        conv_im2col(x, kernel, (1, 1), "SAME", rhs_dilation=(2, 2), dimension_numbers=("NHWC", "HWIO", "NHWC"))
+    with pytest.raises(ValueError, match="channels"):
+        conv_im2col(x, jnp.zeros((3, 3, 3, 2)), (1, 1), "SAME", dimension_numbers=("NHWC", "HWIO", "NHWC"))
+
+
+def test_conv_function_picks_the_implementation():
+    assert conv_function("xla", 64) is jax.lax.conv_general_dilated
+    assert conv_function("im2col", 64) is conv_im2col
+    # a dot with a few output columns is slow: such convs keep XLA's path
+    assert conv_function("im2col", IM2COL_MIN_FEATURES - 1) is jax.lax.conv_general_dilated
+    expected = conv_im2col if jax.default_backend() == "cpu" else jax.lax.conv_general_dilated
+    assert conv_function("auto", 64) is expected
+    with pytest.raises(ValueError, match="conv_impl"):
+        conv_function("fft", 64)
+
+
+@pytest.mark.parametrize("deconv_impl", ["subpixel", "resize_conv"])
+def test_generator_and_discriminator_conv_impls_share_parameters_and_outputs(deconv_impl):
+    """Widths at the im2col threshold, so both paths run inside the networks."""
+    rng = np.random.default_rng(2)
+    images = jnp.asarray(rng.uniform(-120, 130, (2, 16, 16, 3)), jnp.float32)
+    age_group = jnp.asarray([0, 4])
+    nets = {impl: (Generator(base_features=16, num_res_blocks=1, deconv_impl=deconv_impl, conv_impl=impl),
+                   Discriminator(base_features=16, out_features=16, conv_impl=impl)) for impl in ("xla", "im2col")}
+    g_vars = nets["xla"][0].init(jax.random.key(0), images, age_group, train=True)
+    d_vars = nets["xla"][1].init(jax.random.key(1), images / 128, age_group, train=True)
+    for net, variables in zip(nets["im2col"], (g_vars, d_vars)):
+        inputs = images if net is nets["im2col"][0] else images / 128
+        assert jax.tree.map(jnp.shape, net.init(jax.random.key(0), inputs, age_group, train=True)) == \
+            jax.tree.map(jnp.shape, variables)
+
+    def g_loss(impl, params):
+        out = nets[impl][0].apply(dict(g_vars, params=params), images, age_group, train=True,
+                                  mutable=["batch_stats"])[0]
+        return jnp.sum(nets[impl][1].apply(d_vars, out, age_group, train=True, mutable=["batch_stats"])[0] ** 2), out
+
+    (loss_xla, out_xla), grads_xla = jax.value_and_grad(g_loss, argnums=1, has_aux=True)("xla", g_vars["params"])
+    (loss_i2c, out_i2c), grads_i2c = jax.value_and_grad(g_loss, argnums=1, has_aux=True)("im2col", g_vars["params"])
+    assert _relative_error(out_i2c, out_xla) < 1e-5
+    assert _relative_error(loss_i2c, loss_xla) < 1e-5
+    # One scale for all leaves: the conv biases before a BN get gradients that are zero up to
+    # round-off, so a per-leaf relative error would compare noise with noise.
+    flat = lambda tree: jnp.concatenate([jnp.ravel(x) for x in jax.tree.leaves(tree)])  # noqa: E731
+    assert _relative_error(flat(grads_i2c), flat(grads_xla)) < 1e-4
+
+
+def test_config_conv_impl_reaches_the_networks_and_is_validated():
+    from ipcgan_jax import configlib, gan
+    from tests.helpers import config_file
+
+    config = config_file("g75_conv5")
+    assert config.conv_impl == "auto"  # the paper's sizes: im2col on a CPU
+    assert config_file("demo").conv_impl == "xla"  # small networks: XLA's conv is faster
+    config.conv_impl = "im2col"
+    assert gan.build_generator(config).conv_impl == gan.build_discriminator(config).conv_impl == "im2col"
+    config.conv_impl = "fft"
+    with pytest.raises(configlib.ConfigError, match="conv_impl"):
+        configlib.validate_config(config)
+    del config["conv_impl"]  # a config recorded before the option: XLA's conv
+    assert gan.build_generator(config).conv_impl == "xla"
+
+
+def test_run_recorded_before_conv_impl_resumes_only_under_xla(tmp_path):
+    """Such runs ran XLA's conv: resuming them under im2col would leave their trajectory."""
+    import json
+    import os
+
+    from ipcgan_jax import configlib
+    from ipcgan_jax.runlib import workdir as workdir_lib
+    from tests.helpers import tiny_gan_config
+
+    config = tiny_gan_config()
+    config.conv_impl = "xla"
+    workdir = str(tmp_path / "run")
+    workdir_lib.prepare_workdir(config, workdir)
+    path = os.path.join(workdir, workdir_lib.CONFIG_FILE)
+    with open(path) as f:
+        recorded = json.load(f)
+    del recorded["conv_impl"]
+    with open(path, "w") as f:
+        json.dump(recorded, f)
+    workdir_lib.prepare_workdir(config, workdir)
+    config.conv_impl = "auto"
+    with pytest.raises(configlib.ConfigError, match="conv_impl"):
+        workdir_lib.prepare_workdir(config, workdir)
+
+
+def test_auto_conv_impl_uses_im2col_for_training_and_xla_for_inference():
+    """im2col gains in the backward pass; a CPU 'auto' generator in test mode keeps XLA's conv."""
+    images, age_group = jnp.zeros((1, 16, 16, 3)), jnp.zeros((1,), jnp.int32)
+    generator = Generator(base_features=16, num_res_blocks=1, conv_impl="auto")
+    variables = generator.init(jax.random.key(0), images, age_group, train=True)
+
+    def primitives(train):  # the program's text names every primitive, nested ones too
+        return str(jax.make_jaxpr(lambda v: generator.apply(v, images, age_group, train=train,
+                                                             mutable=["batch_stats"]))(variables))
+
+    if jax.default_backend() == "cpu":
+        assert "dot_general" in primitives(True)
+    assert "dot_general" not in primitives(False) and "conv_general_dilated" in primitives(False)

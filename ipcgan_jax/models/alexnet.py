@@ -12,7 +12,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from ipcgan_jax.models.layers import Dtype
+from ipcgan_jax.models.layers import Dtype, conv_function
 
 ACTIVATIONS = ("conv1", "pool1", "norm1", "conv2", "pool2", "norm2", "conv3", "conv4",
                "conv5", "pool5", "fc6", "fc7", "new_1", "identity_logits",
@@ -41,6 +41,8 @@ class AlexNet(nn.Module):
     outputs: names from `ACTIVATIONS`; the forward pass stops at the last one needed.
     Order per block is conv, ReLU, max-pool, LRN; conv2, conv4, conv5 use 2 groups.
     Widths default to the original's; quick configs shrink them.
+    conv_impl: how the grouped convs (conv2, conv4, conv5) run (layers.conv_function); the
+    others keep XLA's conv, which was faster inside the training step on a CPU.
     """
 
     conv_features: Sequence[int] = (96, 256, 384, 384, 256)
@@ -50,6 +52,7 @@ class AlexNet(nn.Module):
     age_fc_features: int = 4096
     num_groups: int = 5
     dtype: Dtype = jnp.float32
+    conv_impl: str = "xla"
 
     @nn.compact
     def __call__(self, images: jax.Array, outputs: Sequence[str] = ACTIVATIONS) -> dict[str, jax.Array]:
@@ -60,7 +63,8 @@ class AlexNet(nn.Module):
         last_conv_needed = max((ACTIVATIONS.index(k) for k in wanted), default=-1)
         conv = lambda feat, k, s, pad, groups, name: nn.Conv(  # noqa: E731
             feat, (k, k), strides=(s, s), padding=pad, feature_group_count=groups,
-            dtype=self.dtype, param_dtype=jnp.float32, name=name)
+            dtype=self.dtype, param_dtype=jnp.float32, name=name,
+            conv_general_dilated=conv_function(self.conv_impl, feat) if groups > 1 else None)
         dense = lambda feat, name: nn.Dense(feat, dtype=self.dtype, param_dtype=jnp.float32, name=name)  # noqa: E731
         pool = lambda x: nn.max_pool(x, (3, 3), strides=(2, 2), padding="VALID")  # noqa: E731
         c1, c2, c3, c4, c5 = self.conv_features

@@ -6,7 +6,8 @@ import jax
 import jax.numpy as jnp
 
 from ipcgan_jax.constants import CAFFE_MEAN_BGR
-from ipcgan_jax.models.layers import ConvTransposeSame, Dtype, TFBatchNorm, condition_maps, conv_init
+from ipcgan_jax.models.layers import (ConvTransposeSame, Dtype, TFBatchNorm, condition_maps, conv_function,
+                                     conv_init)
 
 # Residual output: the source pixel's pre-tanh value is clipped so that atanh stays finite
 # (0.999 is pixel 0.13 from either end of 0..255).
@@ -21,11 +22,13 @@ class ResidualBlock(nn.Module):
     features: int
     bn_epsilon: float = 1e-3
     dtype: Dtype = jnp.float32
+    conv_impl: str = "xla"
 
     @nn.compact
     def __call__(self, x: jax.Array, train: bool) -> jax.Array:
         conv = lambda name: nn.Conv(self.features, (3, 3), padding="SAME", kernel_init=conv_init,  # noqa: E731
-                                    dtype=self.dtype, param_dtype=jnp.float32, name=name)
+                                    dtype=self.dtype, param_dtype=jnp.float32, name=name,
+                                    conv_general_dilated=conv_function(self.conv_impl, self.features))
         bn = lambda name: TFBatchNorm(epsilon=self.bn_epsilon, always_batch_stats=True,  # noqa: E731
                                       dtype=self.dtype, name=name)
         y = nn.relu(bn("bn1")(conv("conv1")(x), train))
@@ -46,7 +49,9 @@ class Generator(nn.Module):
 
     `base_features` 32 and 6 residual blocks are the paper's network (1,976,611
     parameters); smaller values are for quick runs only. `deconv_impl` picks how the two
-    transposed convs are computed ('subpixel' or 'conv_transpose', the same function).
+    transposed convs are computed ('subpixel' or 'conv_transpose', the same function);
+    `conv_impl` how every conv runs (layers.conv_function: XLA's conv or im2col + dot;
+    'auto' runs XLA's conv in test mode).
 
     `residual_output` (a variant; the original is False): the last conv's output is added
     to the source image before the tanh, `tanh(atanh(source) + conv4(x))`, with conv4
@@ -61,14 +66,20 @@ class Generator(nn.Module):
     deconv_impl: str = "subpixel"
     residual_output: bool = False
     dtype: Dtype = jnp.float32
+    conv_impl: str = "xla"
 
     @nn.compact
     def __call__(self, images: jax.Array, age_group: jax.Array, train: bool) -> jax.Array:
         n, h, w, _ = images.shape
         f = self.base_features
+        # im2col pays off in the backward pass (weight gradients); in test mode (the photo
+        # tool, evaluation) 'auto' keeps XLA's conv: batch 1 ran 232 vs 371 ms per face
+        # (benchmarks/bench_inference.py --conv-impl).
+        conv_impl = "xla" if self.conv_impl == "auto" and not train else self.conv_impl
         conv = lambda feat, k, s, name: nn.Conv(  # noqa: E731
             feat, (k, k), strides=(s, s), padding="SAME", kernel_init=conv_init,
-            dtype=self.dtype, param_dtype=jnp.float32, name=name)
+            dtype=self.dtype, param_dtype=jnp.float32, name=name,
+            conv_general_dilated=conv_function(conv_impl, feat))
         bn = lambda name: TFBatchNorm(epsilon=self.bn_epsilon, dtype=self.dtype, name=name)  # noqa: E731
 
         maps = condition_maps(age_group, self.num_groups, h, w, self.dtype)
@@ -77,14 +88,17 @@ class Generator(nn.Module):
         x = nn.relu(bn("bn2")(conv(2 * f, 3, 2, "conv2")(x), train))
         x = nn.relu(bn("bn3")(conv(4 * f, 3, 2, "conv3")(x), train))
         for i in range(self.num_res_blocks):
-            x = ResidualBlock(4 * f, self.bn_epsilon, self.dtype, name=f"unit_{i}")(x, train)
-        x = nn.relu(bn("bn4")(ConvTransposeSame(2 * f, dtype=self.dtype, impl=self.deconv_impl, name="deconv1")(x), train))
-        x = nn.relu(bn("bn5")(ConvTransposeSame(f, dtype=self.dtype, impl=self.deconv_impl, name="deconv2")(x), train))
+            x = ResidualBlock(4 * f, self.bn_epsilon, self.dtype, conv_impl, name=f"unit_{i}")(x, train)
+        x = nn.relu(bn("bn4")(ConvTransposeSame(2 * f, dtype=self.dtype, impl=self.deconv_impl,
+                                                   conv_impl=conv_impl, name="deconv1")(x), train))
+        x = nn.relu(bn("bn5")(ConvTransposeSame(f, dtype=self.dtype, impl=self.deconv_impl,
+                                                   conv_impl=conv_impl, name="deconv2")(x), train))
         if not self.residual_output:
             x = conv(3, 7, 1, "conv4")(x)
             return jnp.tanh(x.astype(jnp.float32))
         delta = nn.Conv(3, (7, 7), padding="SAME", kernel_init=nn.initializers.zeros, dtype=self.dtype,
-                        param_dtype=jnp.float32, name="conv4")(x)
+                        param_dtype=jnp.float32, name="conv4",
+                        conv_general_dilated=conv_function(conv_impl, 3))(x)
         source = (images.astype(jnp.float32) + jnp.asarray(CAFFE_MEAN_BGR, jnp.float32)) / 127.5 - 1.0
         source = jnp.arctanh(jnp.clip(source, -_RESIDUAL_CLIP, _RESIDUAL_CLIP))
         return jnp.tanh(source + delta.astype(jnp.float32))

@@ -6,12 +6,14 @@ TF1's zero-debiased BatchNorm and `tf.nn.conv2d_transpose` with TF's kernel layo
 """
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Callable, Sequence
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
+
+from ipcgan_jax.constants import CONV_IMPLS
 
 Dtype = Any
 
@@ -76,6 +78,87 @@ class TFBatchNorm(nn.Module):
         return (x * inv.astype(x.dtype) + shift.astype(x.dtype)).astype(self.dtype)
 
 
+def _explicit_padding(padding: str | Sequence[tuple[int, int]], size: int, kernel: int,
+                      stride: int, axis: int) -> tuple[int, int]:
+    if isinstance(padding, str):
+        if padding == "VALID":
+            return 0, 0
+        if padding != "SAME":
+            raise ValueError(f"conv_im2col: padding {padding!r} is not supported")
+        total = max((-(-size // stride) - 1) * stride + kernel - size, 0)
+        return total // 2, total - total // 2  # as lax / TF: the odd pixel bottom/right
+    return tuple(padding[axis])
+
+
+def conv_im2col(lhs: jax.Array, rhs: jax.Array, window_strides: Sequence[int],
+                padding: str | Sequence[tuple[int, int]], lhs_dilation: Sequence[int] | None = None,
+                rhs_dilation: Sequence[int] | None = None, dimension_numbers: Any = None,
+                feature_group_count: int = 1, precision: Any = None,
+                preferred_element_type: Any = None) -> jax.Array:
+    """`lax.conv_general_dilated` (NHWC, HWIO, no dilation) as patch extraction and one `dot`.
+
+    A drop-in for `flax.linen.Conv(conv_general_dilated=...)`: the kh*kw shifted, strided
+    views of the padded input are stacked into patches (N*H'*W', kh*kw*C) and multiplied
+    by the kernel reshaped to (kh*kw*C, O); groups become a batched dot. Autodiff gives the
+    weight gradient as patches^T @ dy (one large dot, where XLA's CPU conv weight gradient
+    is slow) and the data gradient as dy @ W^T scattered back by the slices' transposes.
+    The same function as the conv, up to float summation order.
+    """
+    nhwc = jax.lax.conv_dimension_numbers(lhs.shape, rhs.shape, ("NHWC", "HWIO", "NHWC"))
+    if dimension_numbers is None or jax.lax.conv_dimension_numbers(
+            lhs.shape, rhs.shape, dimension_numbers) != nhwc:
+        raise ValueError(f"conv_im2col supports NHWC/HWIO/NHWC only, got {dimension_numbers!r}")
+    if any(d != 1 for d in (*(lhs_dilation or ()), *(rhs_dilation or ()))):
+        raise ValueError("conv_im2col does not support dilation")
+    n, height, width, channels = lhs.shape
+    kh, kw, group_channels, out_features = rhs.shape
+    groups = feature_group_count
+    if channels != group_channels * groups:
+        raise ValueError(f"conv_im2col: input has {channels} channels, kernel expects "
+                         f"{group_channels} x {groups} groups")
+    sh, sw = window_strides
+    pads = (_explicit_padding(padding, height, kh, sh, 0), _explicit_padding(padding, width, kw, sw, 1))
+    x = jnp.pad(lhs, ((0, 0), pads[0], pads[1], (0, 0)))
+    out_h = (height + sum(pads[0]) - kh) // sh + 1
+    out_w = (width + sum(pads[1]) - kw) // sw + 1
+    views = [jax.lax.slice(x, (0, i, j, 0), (n, i + (out_h - 1) * sh + 1, j + (out_w - 1) * sw + 1, channels),
+                           (1, sh, sw, 1)) for i in range(kh) for j in range(kw)]
+    rows = n * out_h * out_w
+    patches = jnp.stack(views, axis=3).reshape(rows, kh * kw, groups, group_channels)
+    if groups == 1:
+        y = jnp.dot(patches.reshape(rows, -1), rhs.reshape(-1, out_features), precision=precision,
+                    preferred_element_type=preferred_element_type)
+    else:
+        patches = patches.transpose(2, 0, 1, 3).reshape(groups, rows, kh * kw * group_channels)
+        kernel = rhs.reshape(kh * kw * group_channels, groups, out_features // groups).transpose(1, 0, 2)
+        y = jnp.einsum("grk,gko->rgo", patches, kernel, precision=precision,
+                       preferred_element_type=preferred_element_type)
+    return y.reshape(n, out_h, out_w, out_features)
+
+
+# A dot with this few output columns runs far below XLA's own conv on a CPU (G's last 7x7
+# conv to 3 channels: 8.6x slower as im2col, benchmarks/bench_conv_layers.py), so such
+# convs keep XLA's path under 'im2col'.
+IM2COL_MIN_FEATURES = 16
+
+
+def conv_function(impl: str, features: int) -> Callable[..., jax.Array]:
+    """The `conv_general_dilated` of a conv with `features` outputs under `impl`.
+
+    'xla': `lax.conv_general_dilated`. 'im2col': `conv_im2col` where the conv has at least
+    IM2COL_MIN_FEATURES outputs. 'auto': 'im2col' on a CPU backend, 'xla' on accelerators
+    (cuDNN). The same function either way, up to float summation order. On a CPU, XLA's
+    grouped convs, the sub-pixel deconvs' and the strided convs' weight gradients run 2-10x
+    below PyTorch's; as patches and one dot they come near it
+    (benchmarks/bench_conv_layers.py).
+    """
+    if impl not in CONV_IMPLS:
+        raise ValueError(f"conv_impl must be one of {CONV_IMPLS}, got {impl!r}")
+    if impl == "auto":
+        impl = "im2col" if jax.default_backend() == "cpu" else "xla"
+    return conv_im2col if impl == "im2col" and features >= IM2COL_MIN_FEATURES else jax.lax.conv_general_dilated
+
+
 DECONV_IMPLS = ("subpixel", "conv_transpose", "resize_conv")  # the first two: the same function
 
 
@@ -101,7 +184,8 @@ def _subpixel_taps(kernel_size: int, stride: int) -> tuple[np.ndarray, np.ndarra
     return taps, valid, d_min, d_max
 
 
-def conv_transpose_subpixel(x: jax.Array, kernel: jax.Array, stride: int) -> jax.Array:
+def conv_transpose_subpixel(x: jax.Array, kernel: jax.Array, stride: int,
+                            conv: Callable[..., jax.Array] = jax.lax.conv_general_dilated) -> jax.Array:
     """`tf.nn.conv2d_transpose(x, kernel, SAME)` as one stride-1 conv and a depth-to-space.
 
     kernel: TF layout (k, k, out, in). Each output phase (a, b) of the strided transposed
@@ -120,8 +204,7 @@ def conv_transpose_subpixel(x: jax.Array, kernel: jax.Array, stride: int) -> jax
     sub = sub * mask[..., None, None]
     sub = sub.transpose(0, 2, 5, 1, 3, 4).reshape(size, size, in_features, stride * stride * out_features)
     padded = jnp.pad(x, ((0, 0), (-d_min, max(d_max, 0)), (-d_min, max(d_max, 0)), (0, 0)))
-    y = jax.lax.conv_general_dilated(padded, sub, (1, 1), "VALID",
-                                     dimension_numbers=("NHWC", "HWIO", "NHWC"))
+    y = conv(padded, sub, (1, 1), "VALID", dimension_numbers=("NHWC", "HWIO", "NHWC"))
     n, h, w, _ = y.shape
     y = y.reshape(n, h, w, stride, stride, out_features).transpose(0, 1, 3, 2, 4, 5)
     return y.reshape(n, h * stride, w * stride, out_features)
@@ -137,6 +220,7 @@ class ConvTransposeSame(nn.Module):
       function: nearest-neighbour upsampling then a stride-1 conv with the same kernel,
       whose every output pixel sums the same number of kernel taps, so it cannot draw the
       checkerboard a stride-2, 3x3 transposed conv draws (Odena et al., Distill 2016).
+    conv_impl: how the dense conv of 'subpixel' and 'resize_conv' runs (`conv_function`).
     """
 
     features: int
@@ -144,6 +228,7 @@ class ConvTransposeSame(nn.Module):
     stride: int = 2
     dtype: Dtype = jnp.float32
     impl: str = "subpixel"
+    conv_impl: str = "xla"
 
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
@@ -153,12 +238,14 @@ class ConvTransposeSame(nn.Module):
         kernel = self.param("kernel", deconv_init, (k, k, self.features, x.shape[-1]), jnp.float32)
         bias = self.param("bias", nn.initializers.zeros, (self.features,), jnp.float32)
         x, kernel = x.astype(self.dtype), kernel.astype(self.dtype)
+        outputs = self.features * self.stride ** 2 if self.impl == "subpixel" else self.features
+        conv = conv_function(self.conv_impl, outputs)
         if self.impl == "subpixel":
-            y = conv_transpose_subpixel(x, kernel, self.stride)
+            y = conv_transpose_subpixel(x, kernel, self.stride, conv)
         elif self.impl == "resize_conv":
             upsampled = jnp.repeat(jnp.repeat(x, self.stride, axis=1), self.stride, axis=2)
-            y = jax.lax.conv_general_dilated(upsampled, kernel.transpose(0, 1, 3, 2), (1, 1), "SAME",
-                                             dimension_numbers=("NHWC", "HWIO", "NHWC"))
+            y = conv(upsampled, kernel.transpose(0, 1, 3, 2), (1, 1), "SAME",
+                     dimension_numbers=("NHWC", "HWIO", "NHWC"))
         else:
             y = jax.lax.conv_transpose(
                 x, kernel, (self.stride, self.stride), "SAME",
