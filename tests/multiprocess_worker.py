@@ -33,6 +33,12 @@ def make_config(frozen_dir: str, num_steps: int):
     config.num_steps = num_steps
     config.checkpoint.every = 2
     config.sample_every = 2
+    # XLA's conv: this test is about the data-parallel layout. With im2col the weight
+    # gradients are dots over rows split between the processes, summed in another order,
+    # and 4 GAN steps grew that round-off past the 1e-3 tolerance (G conv1's Adam moments,
+    # up to 1% on 7% of entries); the conv paths are compared in
+    # test_layers_speed_equivalence.py.
+    config.conv_impl = "xla"
     return config
 
 

@@ -116,7 +116,7 @@ def test_ablation_config_reproduces_the_former_files(former):
     demo = load(f"g75_ablation.py:{arg},variant=demo")
     assert demo.loss.feature_weight == 2e-5 and demo.data.mixed_age is True and demo.num_steps == 1200
     assert demo.loss.feature_layer == (changed["feature_layer"] if "feature_layer=" in arg else "conv1")
-    assert demo.loss.age_weight == (changed["age_weight"] if "age_weight=" in arg else 15.0)
+    assert demo.loss.age_weight == (changed["age_weight"] if "age_weight=" in arg else 30.0)
     quick = load(f"g75_ablation.py:{arg},variant=quick")
     assert (quick.num_steps, dict(quick.loss)) == (6, dict(gan_weight=75.0, feature_weight=0.5e-4, **changed))
 
