@@ -175,7 +175,7 @@ def main() -> None:
     split = data.get("test_split", "test")
     faces = sources.load_faces(data, split)
     source_groups = tuple(data.source_groups)
-    candidates = np.flatnonzero(np.isin(faces.age_group, source_groups))
+    candidates = faces.indices_of_groups(source_groups)
     rng = np.random.default_rng(args.seed)
     rows = np.sort(rng.choice(candidates, size=min(args.faces, len(candidates)), replace=False))
     ages = np.asarray(continuous_age.check_requested_ages(args.ages))

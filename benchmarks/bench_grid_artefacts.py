@@ -53,7 +53,7 @@ def run(path: str, step: int | None, num_faces: int, data_dir: str, max_ratio: f
         data.data_dir = data_dir
     ager = inference.FaceAger(loaded)
     faces = sources.load_faces(data, data.test_split)
-    rows = np.flatnonzero(np.isin(faces.age_group, tuple(data.source_groups)))[:num_faces]
+    rows = faces.indices_of_groups(data.source_groups)[:num_faces]
     if not len(rows):
         raise SystemExit(f"{faces.name}: no faces of the source groups {tuple(data.source_groups)}")
     groups = ager.resolve_groups(None)

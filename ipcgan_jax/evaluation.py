@@ -188,7 +188,7 @@ def evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     split = data.test_split
     faces = sources.load_faces(data, split)
     source_groups = tuple(run_config.data.source_groups)
-    source_rows = np.flatnonzero(np.isin(faces.age_group, source_groups))
+    source_rows = faces.indices_of_groups(source_groups)
     if config.max_faces:
         source_rows = source_rows[:config.max_faces]
     if not len(source_rows):

@@ -54,7 +54,7 @@ def train_gan(config: ml_collections.ConfigDict, workdir: str, *, devices=None) 
         # ---- data
         train_faces = sources.load_faces(config.data, config.data.train_split)
         test_faces = sources.load_faces(config.data, config.data.test_split)
-        sample_indices = np.flatnonzero(np.isin(test_faces.age_group, config.data.source_groups))
+        sample_indices = test_faces.indices_of_groups(config.data.source_groups)
         sample_images = test_faces.images(sample_indices[:config.num_sample_faces])
 
         # ---- state: fresh, or the latest complete checkpoint; the frozen networks are

@@ -478,3 +478,12 @@ def test_load_faces_synthetic_is_identity_disjoint(monkeypatch):
     with pytest.raises(ValueError, match="splits"):
         load_faces(config, "validation")
     sources.synthetic_arrays.cache_clear()  # drop the stand-in's arrays
+
+
+def test_indices_of_groups_selects_rows_of_any_listed_group():
+    groups = np.array([0, 3, 1, 0, 4, 1, 2])
+    source = FaceSource.from_arrays({"image": np.zeros((7, 4, 4, 3), np.uint8), "age_group": groups,
+                                     "identity": np.arange(7)})
+    assert source.indices_of_groups((0,)).tolist() == [0, 3]
+    assert source.indices_of_groups([1, 0]).tolist() == [0, 2, 3, 5]  # ascending, any order given
+    assert source.indices_of_groups(()).size == 0

@@ -95,6 +95,11 @@ class FaceSource:
             raise ValueError(f"{self.name}: no images in age group {age_group}")
         return indices
 
+    def indices_of_groups(self, age_groups: Sequence[int]) -> np.ndarray:
+        """Image indices whose age group is one of `age_groups` (e.g. a run's source
+        groups), ascending; empty if there are none."""
+        return np.flatnonzero(np.isin(self.age_group, tuple(age_groups)))
+
     @classmethod
     def from_arrays(cls, arrays: Mapping[str, np.ndarray], name: str = "arrays") -> FaceSource:
         """In-memory faces from a dict with image (N,H,W,3) uint8, age_group, identity,
