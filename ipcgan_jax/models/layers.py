@@ -78,18 +78,6 @@ class TFBatchNorm(nn.Module):
         return (x * inv.astype(x.dtype) + shift.astype(x.dtype)).astype(self.dtype)
 
 
-def _explicit_padding(padding: str | Sequence[tuple[int, int]], size: int, kernel: int,
-                      stride: int, axis: int) -> tuple[int, int]:
-    if isinstance(padding, str):
-        if padding == "VALID":
-            return 0, 0
-        if padding != "SAME":
-            raise ValueError(f"conv_im2col: padding {padding!r} is not supported")
-        total = max((-(-size // stride) - 1) * stride + kernel - size, 0)
-        return total // 2, total - total // 2  # as lax / TF: the odd pixel bottom/right
-    return tuple(padding[axis])
-
-
 def conv_im2col(lhs: jax.Array, rhs: jax.Array, window_strides: Sequence[int],
                 padding: str | Sequence[tuple[int, int]], lhs_dilation: Sequence[int] | None = None,
                 rhs_dilation: Sequence[int] | None = None, dimension_numbers: Any = None,
@@ -117,7 +105,9 @@ def conv_im2col(lhs: jax.Array, rhs: jax.Array, window_strides: Sequence[int],
         raise ValueError(f"conv_im2col: input has {channels} channels, kernel expects "
                          f"{group_channels} x {groups} groups")
     sh, sw = window_strides
-    pads = (_explicit_padding(padding, height, kh, sh, 0), _explicit_padding(padding, width, kw, sw, 1))
+    # 'SAME' / 'VALID' as lax and TF pad them (the odd pixel bottom/right), or explicit pairs
+    pads = (jax.lax.padtype_to_pads((height, width), (kh, kw), (sh, sw), padding)
+            if isinstance(padding, str) else tuple(tuple(p) for p in padding))
     x = jnp.pad(lhs, ((0, 0), pads[0], pads[1], (0, 0)))
     out_h = (height + sum(pads[0]) - kh) // sh + 1
     out_w = (width + sum(pads[1]) - kw) // sw + 1
