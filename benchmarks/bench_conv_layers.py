@@ -22,11 +22,10 @@ import argparse
 import json
 import os
 import statistics
-import subprocess
 import sys
 import time
 
-from json_report import print_report  # noqa: E402
+from json_report import print_report, run_json  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DEFAULT_TORCH_PYTHON = "/tmp/torch_venv/bin/python"
@@ -160,12 +159,11 @@ def main(argv: list[str] | None = None) -> int:
             command = [python, os.path.abspath(__file__), "--worker", impl, "--batch", str(args.batch),
                        "--repeats", str(args.repeats), "--torch-threads", str(args.torch_threads),
                        "--layers", *args.layers]
-            proc = subprocess.run(command, capture_output=True, text=True)
-            lines = [line for line in proc.stdout.splitlines() if line.startswith("{")]
-            if proc.returncode != 0 or not lines:
-                print(proc.stderr[-2000:], file=sys.stderr)
+            run = run_json(command)
+            if "error" in run:
+                print(run["stderr_tail"], file=sys.stderr)
                 return 1
-            runs[impl].append(json.loads(lines[-1]))
+            runs[impl].append(run)
     rows = []
     for name in args.layers:
         gflop = forward_gflop(args.batch, LAYERS[name])

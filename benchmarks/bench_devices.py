@@ -16,10 +16,9 @@ import argparse
 import json
 import os
 import statistics
-import subprocess
 import sys
 import time
-from json_report import print_report  # noqa: E402
+from json_report import print_report, run_json  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -95,13 +94,8 @@ def main(argv: list[str] | None = None) -> int:
         command = [sys.executable, os.path.abspath(__file__), "--worker", "--batch", str(args.batch),
                    "--steps", str(args.steps), "--warmup", str(args.warmup), "--variant", args.variant,
                    "--seed", str(args.seed)]
-        proc = subprocess.run(command, capture_output=True, text=True, env=env)
-        lines = [line for line in proc.stdout.splitlines() if line.startswith("{")]
-        if proc.returncode or not lines:
-            report["results"].append({"devices": count, "error": f"exit {proc.returncode}",
-                                      "stderr_tail": proc.stderr[-2000:]})
-        else:
-            report["results"].append(json.loads(lines[-1]))
+        result = run_json(command, env)
+        report["results"].append(dict(result, devices=count) if "error" in result else result)
     base = next((r for r in report["results"] if r.get("devices") == 1 and "median_ms" in r), None)
     for r in report["results"]:
         if base and "median_ms" in r:

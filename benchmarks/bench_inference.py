@@ -18,10 +18,8 @@ Usage: python benchmarks/bench_inference.py [--faces 8] [--repeats 5] [--rounds 
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import statistics
-import subprocess
 import sys
 import time
 
@@ -34,7 +32,7 @@ import numpy as np  # noqa: E402
 
 from ipcgan_jax import configlib, gan  # noqa: E402
 from ipcgan_jax.constants import CAFFE_MEAN_BGR, NUM_AGE_GROUPS  # noqa: E402
-from json_report import print_report  # noqa: E402
+from json_report import print_report, run_json  # noqa: E402
 
 DEFAULT_TORCH_PYTHON = "/tmp/torch_venv/bin/python"
 TORCH_SCRIPT = os.path.join(ROOT, "benchmarks", "torch_reference.py")
@@ -115,12 +113,8 @@ def run(faces: int, repeats: int, dtype: str, deconv_impl: str | None, seed: int
 
 
 def run_torch(torch_python: str, repeats: int, seed: int, threads: int) -> dict:
-    proc = subprocess.run([torch_python, TORCH_SCRIPT, "--inference", "--steps", str(repeats), "--warmup", "1",
-                           "--seed", str(seed), "--threads", str(threads)], capture_output=True, text=True)
-    lines = [line for line in proc.stdout.splitlines() if line.startswith("{")]
-    if proc.returncode != 0 or not lines:
-        return {"error": f"exit {proc.returncode}", "stderr_tail": proc.stderr[-2000:]}
-    return json.loads(lines[-1])
+    return run_json([torch_python, TORCH_SCRIPT, "--inference", "--steps", str(repeats), "--warmup", "1",
+                     "--seed", str(seed), "--threads", str(threads)])
 
 
 def main(argv: list[str] | None = None) -> int:

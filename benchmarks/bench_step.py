@@ -30,13 +30,12 @@ import json
 import os
 import re
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
 
 from ipcgan_jax.constants import CAFFE_MEAN_BGR
-from json_report import print_report  # noqa: E402
+from json_report import print_report, run_json  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DEFAULT_TORCH_PYTHON = "/tmp/torch_venv/bin/python"
@@ -184,17 +183,6 @@ def run_jax_worker(args) -> dict:
 
 
 # ----------------------------------------------------------------------------- orchestration
-def _run_json(command: list[str], env: dict | None = None) -> dict:
-    load = os.getloadavg()[0]
-    proc = subprocess.run(command, capture_output=True, text=True, env=env)
-    lines = [line for line in proc.stdout.splitlines() if line.startswith("{")]
-    if proc.returncode != 0 or not lines:
-        return {"error": f"exit {proc.returncode}", "stderr_tail": proc.stderr[-2000:]}
-    result = json.loads(lines[-1])
-    result["load_1min_before"] = round(load, 2)
-    return result
-
-
 def jax_command(args, batch: int, dtype: str, conv_impl: str | None, cache_dir: str,
                 measure_peak: bool) -> list[str]:
     command = [sys.executable, os.path.abspath(__file__), "--worker", "jax", "--batch", str(batch),
@@ -259,11 +247,11 @@ def run_comparison(args) -> dict:
                 print(f"[bench_step] batch {batch} {dtype} round {round_index + 1}/{args.rounds}",
                       file=sys.stderr, flush=True)
                 for impl in conv_impls:  # A B C A B C: every program in every round
-                    run = _run_json(jax_command(args, batch, dtype, impl, cache_dirs[impl], not measured_peak))
+                    run = run_json(jax_command(args, batch, dtype, impl, cache_dirs[impl], not measured_peak))
                     jax_runs[impl].append(run)
                     measured_peak = measured_peak or "matmul_peak_gflops" in run
                 if torch_ok:
-                    torch_runs.append(_run_json(torch_command(args, batch, dtype)))
+                    torch_runs.append(run_json(torch_command(args, batch, dtype)))
             row = {"batch": batch, "dtype": dtype, "jax": {}, "jax_runs": jax_runs}
             if torch_runs:
                 row["torch"] = _summary(torch_runs)
