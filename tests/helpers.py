@@ -2,11 +2,14 @@
 from __future__ import annotations
 
 import importlib
+import json
+import os
 
 import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
+import pytest
 
 from ipcgan_jax import gan
 from ipcgan_jax.constants import CAFFE_MEAN_BGR
@@ -43,6 +46,34 @@ def tiny_gan_config() -> ml_collections.ConfigDict:
     c.sample_every = 2
     c.num_sample_faces = 3
     return c
+
+
+def assert_resumes_only_at_default(config: ml_collections.ConfigDict, workdir: str, key: str,
+                                   other_value) -> None:
+    """A run recorded before config field `key` (dotted) existed, its config.json lacking it,
+    resumes under the field's value in `config` (the one that reproduces it) and is refused,
+    naming the field, under `other_value`."""
+    from ipcgan_jax.configlib import ConfigError
+    from ipcgan_jax.runlib import workdir as workdir_lib
+
+    *parents, leaf = key.split(".")
+
+    def parent(tree):
+        for part in parents:
+            tree = tree[part]
+        return tree
+
+    workdir_lib.prepare_workdir(config, workdir)
+    path = os.path.join(workdir, workdir_lib.CONFIG_FILE)
+    with open(path) as f:
+        recorded = json.load(f)
+    del parent(recorded)[leaf]  # as written before the field existed
+    with open(path, "w") as f:
+        json.dump(recorded, f)
+    workdir_lib.prepare_workdir(config, workdir)
+    parent(config)[leaf] = other_value
+    with pytest.raises(ConfigError, match=leaf):
+        workdir_lib.prepare_workdir(config, workdir)
 
 
 def random_alexnet_params(config: ml_collections.ConfigDict, seed: int = 1):

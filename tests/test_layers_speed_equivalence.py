@@ -20,21 +20,30 @@ def _relative_error(actual, expected) -> float:
     return float(np.max(np.abs(actual - expected)) / max(np.max(np.abs(expected)), 1e-30))
 
 
+def _assert_same_values_and_gradients(fast, plain, x, kernel, rng) -> jax.Array:
+    """fast(x, kernel) equals plain(x, kernel) to float32 round-off, and so do the gradients
+    of both arguments under a random cotangent; returns the output."""
+    expected = plain(x, kernel)
+    actual = fast(x, kernel)
+    assert actual.shape == expected.shape
+    assert _relative_error(actual, expected) < 1e-6
+    cotangent = jnp.asarray(rng.normal(size=expected.shape), jnp.float32)
+    loss = lambda f: lambda x, k: jnp.sum(f(x, k) * cotangent)  # noqa: E731
+    grads_expected = jax.grad(loss(plain), argnums=(0, 1))(x, kernel)
+    grads_actual = jax.grad(loss(fast), argnums=(0, 1))(x, kernel)
+    for name, a, e in zip(("input", "kernel"), grads_actual, grads_expected):
+        assert _relative_error(a, e) < 1e-5, name
+    return actual
+
+
 @pytest.mark.parametrize("kernel_size,stride", [(3, 2), (4, 2), (3, 3), (3, 1)])
 def test_subpixel_transposed_conv_equals_lax_values_and_gradients(kernel_size, stride):
     rng = np.random.default_rng(kernel_size * 10 + stride)
     x = jnp.asarray(rng.normal(size=(2, 5, 7, 6)), jnp.float32)
     kernel = jnp.asarray(rng.normal(size=(kernel_size, kernel_size, 4, 6)), jnp.float32)
-    expected = _lax_conv_transpose(x, kernel, stride)
-    actual = conv_transpose_subpixel(x, kernel, stride)
-    assert actual.shape == expected.shape == (2, 5 * stride, 7 * stride, 4)
-    assert _relative_error(actual, expected) < 1e-6
-    cotangent = jnp.asarray(rng.normal(size=expected.shape), jnp.float32)
-    loss = lambda f: lambda x, k: jnp.sum(f(x, k, stride) * cotangent)  # noqa: E731
-    grads_expected = jax.grad(loss(_lax_conv_transpose), argnums=(0, 1))(x, kernel)
-    grads_actual = jax.grad(loss(conv_transpose_subpixel), argnums=(0, 1))(x, kernel)
-    for name, a, e in zip(("input", "kernel"), grads_actual, grads_expected):
-        assert _relative_error(a, e) < 1e-5, name
+    actual = _assert_same_values_and_gradients(lambda x, k: conv_transpose_subpixel(x, k, stride),
+                                               lambda x, k: _lax_conv_transpose(x, k, stride), x, kernel, rng)
+    assert actual.shape == (2, 5 * stride, 7 * stride, 4)
 
 
 def test_subpixel_matches_a_direct_scatter_of_the_taps():
@@ -103,16 +112,7 @@ def test_im2col_conv_equals_lax_values_and_gradients(size, cin, cout, kernel_siz
         return lambda x, k: f(x, k, (stride, stride), padding, dimension_numbers=("NHWC", "HWIO", "NHWC"),
                               feature_group_count=groups)
 
-    expected = conv(jax.lax.conv_general_dilated)(x, kernel)
-    actual = conv(conv_im2col)(x, kernel)
-    assert actual.shape == expected.shape
-    assert _relative_error(actual, expected) < 1e-6
-    cotangent = jnp.asarray(rng.normal(size=expected.shape), jnp.float32)
-    loss = lambda f: lambda x, k: jnp.sum(conv(f)(x, k) * cotangent)  # noqa: E731
-    grads_expected = jax.grad(loss(jax.lax.conv_general_dilated), argnums=(0, 1))(x, kernel)
-    grads_actual = jax.grad(loss(conv_im2col), argnums=(0, 1))(x, kernel)
-    for name, a, e in zip(("input", "kernel"), grads_actual, grads_expected):
-        assert _relative_error(a, e) < 1e-5, name
+    _assert_same_values_and_gradients(conv(conv_im2col), conv(jax.lax.conv_general_dilated), x, kernel, rng)
 
 
 def test_im2col_conv_matches_a_direct_sum_over_the_taps():
@@ -202,27 +202,11 @@ def test_config_conv_impl_reaches_the_networks_and_is_validated():
 
 def test_run_recorded_before_conv_impl_resumes_only_under_xla(tmp_path):
     """Such runs ran XLA's conv: resuming them under im2col would leave their trajectory."""
-    import json
-    import os
-
-    from ipcgan_jax import configlib
-    from ipcgan_jax.runlib import workdir as workdir_lib
-    from tests.helpers import tiny_gan_config
+    from tests.helpers import assert_resumes_only_at_default, tiny_gan_config
 
     config = tiny_gan_config()
     config.conv_impl = "xla"
-    workdir = str(tmp_path / "run")
-    workdir_lib.prepare_workdir(config, workdir)
-    path = os.path.join(workdir, workdir_lib.CONFIG_FILE)
-    with open(path) as f:
-        recorded = json.load(f)
-    del recorded["conv_impl"]
-    with open(path, "w") as f:
-        json.dump(recorded, f)
-    workdir_lib.prepare_workdir(config, workdir)
-    config.conv_impl = "auto"
-    with pytest.raises(configlib.ConfigError, match="conv_impl"):
-        workdir_lib.prepare_workdir(config, workdir)
+    assert_resumes_only_at_default(config, str(tmp_path / "run"), "conv_impl", "auto")
 
 
 def test_auto_conv_impl_uses_im2col_for_training_and_xla_for_inference():

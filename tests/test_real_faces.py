@@ -17,7 +17,7 @@ from ipcgan_jax.data import build
 from ipcgan_jax.models import Generator
 from ipcgan_jax.models.layers import ConvTransposeSame
 from ipcgan_jax.runlib import workdir as workdir_lib
-from tests.helpers import config_file, tiny_gan_config
+from tests.helpers import assert_resumes_only_at_default, config_file, tiny_gan_config
 from tests.test_image_folder import _write_utk_folder
 from tests.test_inference import make_gan_workdir, synthetic_faces
 
@@ -122,19 +122,8 @@ def test_utkface_config_names_its_deviations(arg):
 
 
 def test_recorded_config_without_a_later_field_resumes_at_its_default(tmp_path):
-    config = tiny_gan_config()
-    workdir = str(tmp_path / "run")
-    workdir_lib.prepare_workdir(config, workdir)
-    path = os.path.join(workdir, workdir_lib.CONFIG_FILE)
-    with open(path) as f:
-        recorded = json.load(f)
-    del recorded["model"]["generator"]["residual_output"]  # as written before the field existed
-    with open(path, "w") as f:
-        json.dump(recorded, f)
-    workdir_lib.prepare_workdir(config, workdir)  # the default reproduces the old run
-    config.model.generator.residual_output = True
-    with pytest.raises(Exception, match="residual_output"):
-        workdir_lib.prepare_workdir(config, workdir)
+    assert_resumes_only_at_default(tiny_gan_config(), str(tmp_path / "run"), "model.generator.residual_output",
+                                   True)
 
 
 # ----------------------------------------------------------------------------- export
