@@ -39,7 +39,11 @@ samples.png. Metrics, per target group and overall:
   `synthetic.sample_identities` / `plan_dataset` and the same identity-disjoint split
   (deterministic; the first face is re-rendered and compared to catch any drift).
   `gt_colour_cast` is the colour cast of (a) from the input: the part of a chroma change
-  that ageing itself makes.
+  that ageing itself makes. The ceilings of the age and identity metrics on exactly the
+  evaluated pairs: the evaluator's accuracy and mean estimated group on (a)
+  (`gt_age_accuracy`, `gt_mean_estimated_group`) and dlib's verification of (a) against
+  the input (`gt_identity_verification_rate`): what a generator that aged each face
+  perfectly would score.
 """
 from __future__ import annotations
 
@@ -221,7 +225,7 @@ def evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     per_pair: dict[str, list[np.ndarray]] = {k: [] for k in (
         "estimated_group", "distance", "cosine", "gt_same_mae", "gt_same_psnr", "gt_canonical_mae",
         "gt_canonical_psnr", "copy_input_mae", "grid_power", "input_grid_power", "colour_cast",
-        "gt_colour_cast")}
+        "gt_colour_cast", "gt_estimated_group", "gt_distance")}
     output_features: list[np.ndarray] = []
     samples = []
     for start in tqdm(range(0, len(source_rows), config.batch_size), desc="evaluating", unit="batch"):
@@ -253,6 +257,10 @@ def evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
                 per_pair[f"{name}_psnr"].append(psnr)
             per_pair["copy_input_mae"].append(pixel_errors(pair_inputs, same)[0])
             per_pair["gt_colour_cast"].append(artefacts.colour_cast(same, pair_inputs))
+            if age_judge is not None:
+                per_pair["gt_estimated_group"].append(age_judge(same))
+            truth_codes = embedder.embed(same).reshape(len(rows), num_groups, -1)
+            per_pair["gt_distance"].append(identity.descriptor_distance(input_codes[:, None], truth_codes).reshape(-1))
         for k in range(min(len(rows), config.num_sample_faces - len(samples))):
             reference_row = (truth.render(np.full(num_groups, rows[k]), np.asarray(groups), same_photo=True)
                              if truth is not None else None)
@@ -297,7 +305,14 @@ def evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
             result["real_age_accuracy"] = (float(np.mean(real == (faces.age_group if group is None else group)))
                                            if len(real) else None)
             result["real_mean_estimated_group"] = float(np.mean(real)) if len(real) else None
+        if "gt_estimated_group" in per_pair:
+            estimated = per_pair["gt_estimated_group"][selector]
+            result["gt_age_accuracy"] = float(np.mean(estimated == pair_groups[selector]))
+            result["gt_mean_estimated_group"] = float(np.mean(estimated))
         result["identity_verification_rate"] = float(np.mean(per_pair["distance"][selector] < config.identity_threshold))
+        if "gt_distance" in per_pair:
+            result["gt_identity_verification_rate"] = float(
+                np.mean(per_pair["gt_distance"][selector] < config.identity_threshold))
         result["identity_mean_distance"] = float(np.mean(per_pair["distance"][selector]))
         result["identity_mean_cosine"] = float(np.mean(per_pair["cosine"][selector]))
         if generated_features is not None:
@@ -341,10 +356,14 @@ def evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     return results
 
 
-_COLUMNS = (("age_accuracy", "age acc.", "{:.3f}"), ("real_age_accuracy", "real faces: age acc.", "{:.3f}"),
+_COLUMNS = (("age_accuracy", "age acc.", "{:.3f}"), ("gt_age_accuracy", "true aged: age acc.", "{:.3f}"),
+            ("real_age_accuracy", "real faces: age acc.", "{:.3f}"),
             ("mean_estimated_group", "mean est. group", "{:.2f}"),
+            ("gt_mean_estimated_group", "true aged: mean est. group", "{:.2f}"),
             ("real_mean_estimated_group", "real faces: mean est. group", "{:.2f}"),
-            ("identity_verification_rate", "verif. rate", "{:.3f}"), ("identity_mean_cosine", "cosine", "{:.3f}"),
+            ("identity_verification_rate", "verif. rate", "{:.3f}"),
+            ("gt_identity_verification_rate", "true aged: verif. rate", "{:.3f}"),
+            ("identity_mean_cosine", "cosine", "{:.3f}"),
             ("identity_mean_distance", "dlib dist.", "{:.3f}"), ("fid", "FID", "{:.2f}"),
             ("gt_same_mae", "GT MAE", "{:.2f}"), ("gt_same_psnr", "GT PSNR", "{:.2f}"),
             ("gt_canonical_mae", "canon. GT MAE", "{:.2f}"), ("copy_input_mae", "copy-input MAE", "{:.2f}"),

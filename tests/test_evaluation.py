@@ -256,3 +256,36 @@ def test_age_ceiling_is_the_evaluator_on_real_faces_of_each_group(evaluated):
     assert results["overall"]["real_grid_artefact_ratio"] == pytest.approx(power.mean() / input_power, rel=1e-3)
     markdown = open(os.path.join(results["output_dir"], "results.md")).read()
     assert "real faces: mean est. group" in markdown
+
+
+def test_truth_ceilings_are_the_evaluator_and_dlib_on_the_true_aged_faces(evaluated):
+    """gt_age_accuracy / gt_mean_estimated_group / gt_identity_verification_rate: the
+    evaluator on each pair's true aged face and dlib on it against the input."""
+    workdir, _, results, config = evaluated
+    run_config = inference.read_run_config(workdir)
+    faces = sources.load_faces(run_config.data, run_config.data.test_split)
+    rows = faces.indices_of_groups(tuple(run_config.data.source_groups))[:config.max_faces]
+    ager = inference.FaceAger.from_checkpoint(workdir)
+    truth = evaluation._SyntheticTruth(run_config.data, run_config.data.test_split, faces, ager.image_size)
+    module, variables, _ = age_evaluator.load_age_evaluator(os.path.join(workdir, "age_evaluator", "export"))
+    input_pixels = inference.generator_input_pixels(ager.to_generator_input(faces.images(rows)))
+    layout = ager.loaded.alignment
+    embedder = identity.FaceEmbedder(layout.padding, layout.vertical_shift)
+    input_codes = embedder.embed(input_pixels)
+    all_predicted, all_verified = [], []
+    for group, label in enumerate(AGE_GROUP_LABELS):
+        aged = truth.render(rows, np.full(len(rows), group), same_photo=True)
+        predicted = np.argmax(np.asarray(age_evaluator.predict_age_groups(module, variables, aged)), -1)
+        verified = identity.descriptor_distance(input_codes, embedder.embed(aged)) < config.identity_threshold
+        row = results["per_group"][label]
+        assert row["gt_age_accuracy"] == pytest.approx(np.mean(predicted == group))
+        assert row["gt_mean_estimated_group"] == pytest.approx(predicted.mean())
+        assert row["gt_identity_verification_rate"] == pytest.approx(verified.mean())
+        all_predicted.append(predicted == group)
+        all_verified.append(verified)
+    # At the source's own group the true aged face is the input: dlib verifies every one.
+    assert results["per_group"]["11-20"]["gt_identity_verification_rate"] == 1.0
+    assert results["overall"]["gt_age_accuracy"] == pytest.approx(np.mean(all_predicted))
+    assert results["overall"]["gt_identity_verification_rate"] == pytest.approx(np.mean(all_verified))
+    markdown = open(os.path.join(results["output_dir"], "results.md")).read()
+    assert "true aged: age acc." in markdown and "true aged: verif. rate" in markdown
