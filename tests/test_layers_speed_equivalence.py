@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 
 from ipcgan_jax.models import Discriminator, Generator
-from ipcgan_jax.models.layers import (IM2COL_MIN_FEATURES, ConvTransposeSame, conv_function, conv_im2col,
-                                     conv_transpose_subpixel)
+from ipcgan_jax.models.layers import (IM2COL_MIN_FEATURES, ConditionedConv, ConvTransposeSame, condition_maps,
+                                     conv_function, conv_im2col, conv_transpose_subpixel)
 
 
 def _lax_conv_transpose(x, kernel, stride):
@@ -44,6 +44,41 @@ def test_subpixel_transposed_conv_equals_lax_values_and_gradients(kernel_size, s
     actual = _assert_same_values_and_gradients(lambda x, k: conv_transpose_subpixel(x, k, stride),
                                                lambda x, k: _lax_conv_transpose(x, k, stride), x, kernel, rng)
     assert actual.shape == (2, 5 * stride, 7 * stride, 4)
+
+
+@pytest.mark.parametrize("kernel_size,conv_impl,condition", [
+    (7, "xla", np.array([0, 3, 4])), (7, "im2col", np.array([2, 2, 1])), (3, "xla", np.array([1, 0, 4])),
+    (4, "xla", np.array([[0.0, 0.0, 0.85, 0.15, 0.0], [0.0, 0.0, 0.0, 0.0, 1.0], [0.5, 0.5, 0.0, 0.0, 0.0]]))])
+def test_conditioned_conv_equals_a_conv_of_images_and_condition_maps(kernel_size, conv_impl, condition):
+    """G's first conv without the concatenation: the plain conv of concat(images, maps) with
+    the same parameters, in value and in the gradients of images and kernel (one-hot and
+    blended conditions; odd and even kernels; a non-square image, so rows and columns differ)."""
+    rng = np.random.default_rng(kernel_size)
+    images = jnp.asarray(rng.normal(size=(3, 9, 12, 3)) * 50, jnp.float32)
+    layer = ConditionedConv(IM2COL_MIN_FEATURES, kernel_size, 5, conv_impl=conv_impl)
+    variables = layer.init(jax.random.key(0), images, jnp.asarray(condition))
+    assert jax.tree.map(jnp.shape, variables["params"]) == {
+        "kernel": (kernel_size, kernel_size, 8, IM2COL_MIN_FEATURES), "bias": (IM2COL_MIN_FEATURES,)}
+    kernel = jnp.asarray(rng.normal(size=(kernel_size, kernel_size, 8, IM2COL_MIN_FEATURES)), jnp.float32)
+    bias = jnp.asarray(rng.normal(size=(IM2COL_MIN_FEATURES,)), jnp.float32)
+    maps = condition_maps(jnp.asarray(condition), 5, 9, 12, jnp.float32)
+
+    def plain(x, k):
+        return jax.lax.conv_general_dilated(jnp.concatenate([x, maps], -1), k, (1, 1), "SAME",
+                                            dimension_numbers=("NHWC", "HWIO", "NHWC")) + bias
+
+    def fast(x, k):
+        return layer.apply({"params": {"kernel": k, "bias": bias}}, x, jnp.asarray(condition))
+
+    _assert_same_values_and_gradients(fast, plain, images, kernel, rng)
+
+
+def test_generator_takes_the_same_parameters_as_before_the_conditioned_conv():
+    """G's conv1 keeps the parameters of a Flax conv over 3 + num_groups channels, so
+    checkpoints written before, and converted original weights, load unchanged."""
+    generator = Generator(base_features=4, num_res_blocks=1)
+    variables = generator.init(jax.random.key(0), jnp.zeros((1, 16, 16, 3)), jnp.zeros((1,), jnp.int32), train=True)
+    assert jax.tree.map(jnp.shape, variables["params"]["conv1"]) == {"kernel": (7, 7, 8, 4), "bias": (4,)}
 
 
 def test_subpixel_matches_a_direct_scatter_of_the_taps():
@@ -212,13 +247,15 @@ def test_run_recorded_before_conv_impl_resumes_only_under_xla(tmp_path):
 def test_auto_conv_impl_uses_im2col_for_training_and_xla_for_inference():
     """im2col gains in the backward pass; a CPU 'auto' generator in test mode keeps XLA's conv."""
     images, age_group = jnp.zeros((1, 16, 16, 3)), jnp.zeros((1,), jnp.int32)
-    generator = Generator(base_features=16, num_res_blocks=1, conv_impl="auto")
-    variables = generator.init(jax.random.key(0), images, age_group, train=True)
 
-    def primitives(train):  # the program's text names every primitive, nested ones too
+    def program(conv_impl, train):  # the program's text names every primitive, nested ones too
+        generator = Generator(base_features=16, num_res_blocks=1, conv_impl=conv_impl)
+        variables = generator.init(jax.random.key(0), images, age_group, train=True)
         return str(jax.make_jaxpr(lambda v: generator.apply(v, images, age_group, train=train,
                                                              mutable=["batch_stats"]))(variables))
 
+    assert program("auto", False) == program("xla", False)
     if jax.default_backend() == "cpu":
-        assert "dot_general" in primitives(True)
-    assert "dot_general" not in primitives(False) and "conv_general_dilated" in primitives(False)
+        assert program("auto", True) == program("im2col", True)
+        assert (program("im2col", True).count("conv_general_dilated")
+                < program("xla", True).count("conv_general_dilated"))

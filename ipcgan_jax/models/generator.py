@@ -6,8 +6,7 @@ import jax
 import jax.numpy as jnp
 
 from ipcgan_jax.constants import CAFFE_MEAN_BGR
-from ipcgan_jax.models.layers import (ConvTransposeSame, Dtype, TFBatchNorm, condition_maps, conv_function,
-                                     conv_init)
+from ipcgan_jax.models.layers import ConditionedConv, ConvTransposeSame, Dtype, TFBatchNorm, conv_function, conv_init
 
 # Residual output: the source pixel's pre-tanh value is clipped so that atanh stays finite
 # (0.999 is pixel 0.13 from either end of 0..255).
@@ -70,7 +69,6 @@ class Generator(nn.Module):
 
     @nn.compact
     def __call__(self, images: jax.Array, age_group: jax.Array, train: bool) -> jax.Array:
-        n, h, w, _ = images.shape
         f = self.base_features
         # im2col pays off in the backward pass (weight gradients); in test mode (the photo
         # tool, evaluation) 'auto' keeps XLA's conv: batch 1 ran 232 vs 371 ms per face
@@ -82,9 +80,11 @@ class Generator(nn.Module):
             conv_general_dilated=conv_function(conv_impl, feat))
         bn = lambda name: TFBatchNorm(epsilon=self.bn_epsilon, dtype=self.dtype, name=name)  # noqa: E731
 
-        maps = condition_maps(age_group, self.num_groups, h, w, self.dtype)
-        x = jnp.concatenate([images.astype(self.dtype), maps], axis=-1)
-        x = nn.relu(bn("bn1")(conv(f, 7, 1, "conv1")(x), train))
+        # conv1 sees the image and the one-hot condition maps (docs/faithfulness.md §3),
+        # computed without concatenating them (layers.ConditionedConv: the same function).
+        x = ConditionedConv(f, 7, self.num_groups, dtype=self.dtype, conv_impl=conv_impl, name="conv1")(
+            images, age_group)
+        x = nn.relu(bn("bn1")(x, train))
         x = nn.relu(bn("bn2")(conv(2 * f, 3, 2, "conv2")(x), train))
         x = nn.relu(bn("bn3")(conv(4 * f, 3, 2, "conv3")(x), train))
         for i in range(self.num_res_blocks):

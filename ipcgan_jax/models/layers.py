@@ -250,15 +250,67 @@ def one_hot_maps(age_group: jax.Array, num_groups: int, height: int, width: int,
     return jnp.broadcast_to(one_hot[:, None, None, :], (age_group.shape[0], height, width, num_groups))
 
 
-def condition_maps(condition: jax.Array, num_groups: int, height: int, width: int,
-                   dtype: Dtype) -> jax.Array:
-    """Condition maps (N, H, W, num_groups) of int age groups (N,) (`one_hot_maps`) or of
-    float group weights (N, num_groups), each channel filled with its weight (blended
-    maps for ages between groups: `ipcgan_jax.continuous_age.age_condition`)."""
+def group_weights(condition: jax.Array, num_groups: int, dtype: Dtype) -> jax.Array:
+    """(N, num_groups) weights of a condition: one-hot rows of int age groups (N,), or float
+    group weights (N, num_groups) as given (ages between groups:
+    `ipcgan_jax.continuous_age.age_condition`)."""
     if condition.ndim == 1:
-        return one_hot_maps(condition, num_groups, height, width, dtype)
+        return jax.nn.one_hot(condition, num_groups, dtype=dtype)
     if condition.ndim != 2 or condition.shape[1] != num_groups:
         raise ValueError(f"condition must be age groups (N,) or group weights (N, {num_groups}), "
                          f"got shape {condition.shape}")
-    weights = condition.astype(dtype)
-    return jnp.broadcast_to(weights[:, None, None, :], (condition.shape[0], height, width, num_groups))
+    return condition.astype(dtype)
+
+
+def condition_maps(condition: jax.Array, num_groups: int, height: int, width: int,
+                   dtype: Dtype) -> jax.Array:
+    """Condition maps (N, H, W, num_groups): each channel filled with its `group_weights`
+    (one-hot maps for int age groups, blended maps for group weights)."""
+    weights = group_weights(condition, num_groups, dtype)
+    return jnp.broadcast_to(weights[:, None, None, :], (weights.shape[0], height, width, num_groups))
+
+
+def _same_tap_mask(size: int, kernel_size: int) -> np.ndarray:
+    """(size, kernel_size) 0/1: whether tap i of a stride-1 SAME conv at output position p
+    reads inside the input (not the zero padding)."""
+    pad_before = (kernel_size - 1) // 2
+    source = np.arange(size)[:, None] - pad_before + np.arange(kernel_size)[None, :]
+    return ((source >= 0) & (source < size)).astype(np.float32)
+
+
+class ConditionedConv(nn.Module):
+    """A stride-1 SAME conv of `concat(images, condition_maps(condition))`, computed as a conv
+    of the images alone plus the condition maps' share.
+
+    The maps are constant over the image, so their share at a pixel is, per group, the
+    group's weight times the sum of that group's kernel taps that fall inside the image
+    (zero padding drops the rest): a separable 0/1 mask of taps in rows and in columns.
+    That share is two small matmuls instead of num_groups more input channels in the conv
+    (G's first conv: 8 input channels become 3). The same function as the conv of the
+    concatenation, up to float summation order, with the same parameters (`kernel` of
+    shape (k, k, channels + num_groups, features), `bias`) as `flax.linen.Conv`, so
+    checkpoints and converted weights are unchanged.
+    """
+
+    features: int
+    kernel_size: int
+    num_groups: int
+    dtype: Dtype = jnp.float32
+    conv_impl: str = "xla"
+
+    @nn.compact
+    def __call__(self, images: jax.Array, condition: jax.Array) -> jax.Array:
+        _, height, width, channels = images.shape
+        k = self.kernel_size
+        kernel = self.param("kernel", conv_init, (k, k, channels + self.num_groups, self.features), jnp.float32)
+        bias = self.param("bias", nn.initializers.zeros, (self.features,), jnp.float32)
+        kernel = kernel.astype(self.dtype)
+        image_kernel, group_kernel = kernel[:, :, :channels], kernel[:, :, channels:]
+        out = conv_function(self.conv_impl, self.features)(
+            images.astype(self.dtype), image_kernel, (1, 1), "SAME", dimension_numbers=("NHWC", "HWIO", "NHWC"))
+        rows = jnp.asarray(_same_tap_mask(height, k), self.dtype)
+        cols = jnp.asarray(_same_tap_mask(width, k), self.dtype)
+        # (H, W, groups, features): each group's taps summed over the in-image window.
+        group_share = jnp.einsum("yi,xj,ijgf->yxgf", rows, cols, group_kernel)
+        weights = group_weights(condition, self.num_groups, self.dtype)
+        return out + jnp.einsum("ng,yxgf->nyxf", weights, group_share) + bias.astype(self.dtype)
