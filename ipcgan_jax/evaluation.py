@@ -115,7 +115,7 @@ class _AgeJudge:
         return np.concatenate(out) if out else np.zeros((0,), np.int64)
 
 
-class _SyntheticTruth:
+class SyntheticTruth:
     """Ground-truth renders for the test faces of an in-memory synthetic run."""
 
     def __init__(self, data: ml_collections.ConfigDict, split: str, faces: Any, image_size: int):
@@ -215,7 +215,7 @@ def evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
                              f"the generator {num_groups}")
     truth = None
     if data.name == "synthetic":
-        truth = _SyntheticTruth(data, split, faces, ager.image_size)
+        truth = SyntheticTruth(data, split, faces, ager.image_size)
     else:
         messages.append(f"ground-truth errors skipped: only the in-memory synthetic data has them "
                         f"(data.name is {data.name!r})")

@@ -266,7 +266,7 @@ def test_truth_ceilings_are_the_evaluator_and_dlib_on_the_true_aged_faces(evalua
     faces = sources.load_faces(run_config.data, run_config.data.test_split)
     rows = faces.indices_of_groups(tuple(run_config.data.source_groups))[:config.max_faces]
     ager = inference.FaceAger.from_checkpoint(workdir)
-    truth = evaluation._SyntheticTruth(run_config.data, run_config.data.test_split, faces, ager.image_size)
+    truth = evaluation.SyntheticTruth(run_config.data, run_config.data.test_split, faces, ager.image_size)
     module, variables, _ = age_evaluator.load_age_evaluator(os.path.join(workdir, "age_evaluator", "export"))
     input_pixels = inference.generator_input_pixels(ager.to_generator_input(faces.images(rows)))
     layout = ager.loaded.alignment
