@@ -93,10 +93,8 @@ def gan(variant: str = "") -> ml_collections.ConfigDict:
         discriminator=dict(base_features=64, out_features=512, num_groups=NUM_AGE_GROUPS, bn_epsilon=1e-3),
         alexnet=alexnet(),
     ))
-    # age_warmup_steps: the age weight grows linearly from 0 over this many steps (a
-    # variant); 0 = the original's constant weight from the first step.
     c.loss = ml_collections.ConfigDict(dict(gan_weight=75.0, feature_weight=0.5e-4,
-                                            age_weight=30.0, feature_layer="conv5", age_warmup_steps=0))
+                                            age_weight=30.0, feature_layer="conv5"))
     c.optimizer = ml_collections.ConfigDict(dict(learning_rate=1e-3, b1=0.5, b2=0.999, eps=1e-8,
                                                  epsilon_placement="tf1"))
     # Frozen networks: directories written by the alexnet_identity / age_classifier runs

@@ -88,7 +88,6 @@ _GAN = {
     "model.discriminator.base_features": ANY, "model.discriminator.out_features": ANY,
     "model.discriminator.num_groups": AGE_GROUPS, "model.discriminator.bn_epsilon": ANY,
     "loss.gan_weight": NON_NEGATIVE, "loss.feature_weight": NON_NEGATIVE, "loss.age_weight": NON_NEGATIVE,
-    "loss.age_warmup_steps": Range(lambda v: isinstance(v, int) and v >= 0, "must be an integer >= 0"),
     "loss.feature_layer": Range(lambda v: v in ("",) + FEATURE_LAYERS,
                                 f"must be '' (no identity loss) or one of {FEATURE_LAYERS}"),
     "optimizer.learning_rate": POSITIVE, "optimizer.b1": FRACTION, "optimizer.b2": FRACTION,

@@ -94,10 +94,6 @@ def make_train_step(config: ml_collections.ConfigDict):
                                          build_alexnet(config))
     optimizer = build_optimizer(config)
     weights = config.loss
-    # Configs recorded before the warm-up existed ran the constant weight.
-    age_warmup_steps = weights.get("age_warmup_steps", 0)
-    age_weight = (optax.linear_schedule(0.0, weights.age_weight, age_warmup_steps) if age_warmup_steps
-                  else optax.constant_schedule(weights.age_weight))
     feature_layer = weights.feature_layer or None
     alexnet_size = config.data.alexnet_size
 
@@ -157,7 +153,7 @@ def make_train_step(config: ml_collections.ConfigDict):
                     generated_features=generated_act[feature_layer],
                     source_features=source_features)
             weighted = {"adversarial": weights.gan_weight * raw["adversarial"],
-                        "age": age_weight(state.step) * raw["age"]}
+                        "age": weights.age_weight * raw["age"]}
             if feature_layer:
                 weighted["feature"] = weights.feature_weight * raw["feature"]
             total = sum(weighted.values())

@@ -156,12 +156,6 @@ def test_override_out_of_range_is_refused_naming_the_key():
         configlib.validate_config(config)
 
 
-def test_age_warmup_must_be_a_non_negative_step_count():
-    with pytest.raises(configlib.ConfigError, match=r"'loss.age_warmup_steps' must be an integer >= 0, got -5"):
-        configlib.validate_config(load("g75_conv5.py:quick", "--config.loss.age_warmup_steps=-5"))
-    configlib.validate_config(load("g75_conv5.py:quick", "--config.loss.age_warmup_steps=300"))
-
-
 def test_override_in_range_is_kept():
     config = load("g75_conv5.py:quick", "--config.loss.age_weight=5", "--config.data.backend=numpy")
     assert config.loss.age_weight == 5.0 and config.data.backend == "numpy"

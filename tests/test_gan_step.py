@@ -149,31 +149,3 @@ def test_one_group_per_batch_hides_the_condition_from_g_first_batchnorm():
     mixed = np.abs(first_bn_output([0, 1, 2, 3, 4, 0, 1, 2]) - first_bn_output([4, 3, 2, 1, 0, 4, 3, 2]))
     assert one_group[interior].mean() < 0.25 * mixed[interior].mean()
     assert one_group.max() > 3 * one_group[interior].max()  # the borders still see the condition
-
-
-def test_age_warmup_scales_the_age_term_linearly_from_zero(frozen):
-    """loss.age_warmup_steps=4: the age term weighs 0, 1/4, ... of age_weight at steps 0, 1,
-    ... and the full weight from step 4 on; the other terms keep their weights."""
-    config = tiny_gan_config()
-    config.loss.age_warmup_steps = 4
-    _, _, history = _run(config, jax.devices()[:1], 6, frozen)
-    for step, h in enumerate(history):
-        share = min(step / 4, 1.0)
-        assert h["g_age_loss"] > 0
-        assert h["g_age_loss_weighted"] == pytest.approx(share * config.loss.age_weight * h["g_age_loss"],
-                                                         rel=1e-6, abs=1e-9)
-        assert h["g_adversarial_loss_weighted"] == pytest.approx(
-            config.loss.gan_weight * h["g_adversarial_loss"], rel=1e-6)
-
-
-def test_zero_age_warmup_is_the_constant_weight_of_the_original(config, frozen):
-    assert config.loss.age_warmup_steps == 0
-    _, _, history = _run(config, jax.devices()[:1], 2, frozen)
-    for h in history:
-        assert h["g_age_loss_weighted"] == pytest.approx(config.loss.age_weight * h["g_age_loss"], rel=1e-6)
-
-
-def test_run_recorded_before_age_warmup_resumes_only_without_it(tmp_path):
-    from tests.helpers import assert_resumes_only_at_default
-
-    assert_resumes_only_at_default(tiny_gan_config(), str(tmp_path / "run"), "loss.age_warmup_steps", 100)

@@ -25,7 +25,6 @@ RESUMABLE_CHANGES = frozenset({"num_steps", "log_every", "sample_every", "checkp
 # Fields added after runs were recorded, with the value that reproduces those runs: a
 # recorded config without the key resumes under that value.
 FIELDS_ADDED_LATER = {"model.generator.residual_output": False, "class_weighting": "none", "conv_impl": "xla",
-                     "loss.age_warmup_steps": 0,
                      "pretrain.age_evaluator.class_weighting": "none"}
 
 
