@@ -30,9 +30,9 @@ on these faces (docs/real_faces.md):
   faces drew a 4-pixel checkerboard over every face (docs/real_faces.md).
 - mixed target groups per batch, as the demo (configs/demo.py).
 - the identity term weighs 10 times the paper's (IDENTITY_WEIGHT_FACTOR) and the age term
-  10 (AGE_WEIGHT; paper 30, demo 15): the gender x race trunk holds a face less firmly than
-  an identity trunk, and with the demo's weights dlib verified under half of the 41-50 /
-  51+ outputs.
+  10 (AGE_WEIGHT; paper 30): the gender x race trunk holds a face less firmly than an
+  identity trunk, and with the weights the demo then used (age 15) dlib verified under
+  half of the 41-50 / 51+ outputs.
 - the age evaluator (which only grades, never trains G) weighs every age group the same in
   its loss (class_weighting='balanced'): UTKFace's groups are unbalanced, and unweighted it
   called almost every real face 21-30 or 51+ (the measurements at CPU_EVALUATOR_STAGES).

