@@ -10,7 +10,7 @@ WORKDIR/age_evaluator, then the GAN. Five settings differ from the paper's run, 
 for a failure measured at this scale (below): target groups mixed within a batch, the
 identity loss on conv1 at weight 1e-5, no age-classifier loss, upsampling by resize-conv
 and a residual output.
-Expect about 10 minutes on a 2-core CPU and sample grids in WORKDIR/samples/ of sharp
+Expect 10-14 minutes on a 2-core CPU and sample grids in WORKDIR/samples/ of sharp
 faces that keep their identity and age toward 51+ (hairline, wrinkles, greying), under
 faint horizontal stripes (README, "What the demo does", says what is still missed).
 Evaluate: python main.py --config=configs/eval.py --workdir=workdirs/demo
