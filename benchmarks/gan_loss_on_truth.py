@@ -52,7 +52,7 @@ def loss_terms(workdir: str, num_faces: int) -> dict:
     wanted = ("age_logits", layer) if layer else ("age_logits",)
     source_features = alexnet.apply({"params": alexnet_params},
                                     preprocessing.pixels_to_alexnet_input(source_pixels, alexnet_size),
-                                    outputs=wanted)[layer] if layer else None
+                                    outputs=(layer,))[layer] if layer else None
     report = {"workdir": workdir, "step": step, "faces": len(rows), "weights": weights.to_dict(), "groups": []}
     for group in range(outputs.shape[1]):
         target = jnp.full((len(rows),), group, jnp.int32)
