@@ -7,9 +7,10 @@ For the first `--faces` test faces of the source groups and every target group, 
 run's latest checkpoint (G and D), its frozen AlexNet (identity trunk + age head) and its
 loss weights:
 - the generator's loss terms (adversarial against the run's D, age cross-entropy of the
-  frozen age head, identity feature distance to the source) and their weighted sum, on
-  three images: G's output, the true aged face (the synthetic renderer's same photo at the
-  target group) and the input unchanged. When the true aged face scores higher than the
+  frozen age head, identity feature distance to the source, and for runs with the pixel
+  variant the L1 distance to the source) and their weighted sum, on three images: G's
+  output, the true aged face (the synthetic renderer's same photo at the target group)
+  and the input unchanged. When the true aged face scores higher than the
   output, the objective itself prefers the output (a loss-weight problem); when lower, G
   has not found it (an optimisation problem);
 - the age head's and the independent evaluator's accuracy and mean group on the outputs:
@@ -27,6 +28,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from ipcgan_jax import age_evaluator, checkpointing, evaluation, gan, inference, losses, preprocessing
+from ipcgan_jax.constants import FIELDS_ADDED_LATER
 from ipcgan_jax.data import sources
 from ipcgan_jax.runlib import frozen
 
@@ -48,6 +50,7 @@ def loss_terms(workdir: str, num_faces: int) -> dict:
     evaluator, evaluator_variables, _ = age_evaluator.load_age_evaluator(os.path.join(workdir, "age_evaluator", "export"))
     size, alexnet_size, weights = config.data.image_size, config.data.alexnet_size, config.loss
     layer = weights.feature_layer or None
+    pixel_weight = weights.get("pixel_weight", FIELDS_ADDED_LATER["loss.pixel_weight"])
     source_pixels = preprocessing.legacy_resize_bilinear(jnp.asarray(source, jnp.float32), size, size)
     wanted = ("age_logits", layer) if layer else ("age_logits",)
     source_features = alexnet.apply({"params": alexnet_params},
@@ -71,8 +74,11 @@ def loss_terms(workdir: str, num_faces: int) -> dict:
             if layer:
                 terms["feature"] = float(losses.identity_feature_loss(generated_features=act[layer],
                                                                       source_features=source_features))
+            if pixel_weight:
+                terms["pixel"] = float(losses.pixel_loss(generated=images, source=source_pixels / 127.5 - 1.0))
             weighted = (weights.gan_weight * terms["adversarial"] + weights.age_weight * terms["age"]
-                        + (weights.feature_weight * terms["feature"] if layer else 0.0))
+                        + (weights.feature_weight * terms["feature"] if layer else 0.0)
+                        + (pixel_weight * terms["pixel"] if pixel_weight else 0.0))
             row[name] = {**{k: round(v, 4) for k, v in terms.items()}, "weighted_total": round(weighted, 2)}
             if name == "output":
                 head = np.argmax(np.asarray(act["age_logits"]), -1)

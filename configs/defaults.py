@@ -93,8 +93,10 @@ def gan(variant: str = "") -> ml_collections.ConfigDict:
         discriminator=dict(base_features=64, out_features=512, num_groups=NUM_AGE_GROUPS, bn_epsilon=1e-3),
         alexnet=alexnet(),
     ))
+    # pixel_weight: a variant (the original has none), an L1 term between G's output and
+    # its source (losses.pixel_loss).
     c.loss = ml_collections.ConfigDict(dict(gan_weight=75.0, feature_weight=0.5e-4,
-                                            age_weight=30.0, feature_layer="conv5"))
+                                            age_weight=30.0, feature_layer="conv5", pixel_weight=0.0))
     c.optimizer = ml_collections.ConfigDict(dict(learning_rate=1e-3, b1=0.5, b2=0.999, eps=1e-8,
                                                  epsilon_placement="tf1"))
     # Frozen networks: directories written by the alexnet_identity / age_classifier runs

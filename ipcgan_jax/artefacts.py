@@ -22,6 +22,15 @@ that much to a photo's. It is read as a ratio
 have no more pattern than real photos, far above 1 when a grid is drawn. A generator
 that blurs lowers the ratio, so it is reported beside the same ratio of real faces.
 
+Stripes and other fine texture of any period. Where the true image of the output is
+known (the synthetic data renders every face at every age), `high_frequency_energy` of
+the residual output - truth, over that of the truth itself, measures texture the
+generator drew that the true aged face does not have (faint stripes, noise, a grid of
+any period): 0 for a perfect output; returning the input unchanged scores the wrinkles
+and hairline it did not draw. The energy is the mean squared second difference along
+the columns plus that along the rows, a high-pass filter that a smooth change
+(greying, lighting) barely passes.
+
 Colour cast. A generator that tints every output (the demo's transposed-conv run turned
 faces pink) moves the image's mean colour off the grey axis. `colour_cast` is the
 distance between the mean chroma (Cb, Cr of JPEG's YCbCr, 0..255 scale) of an output
@@ -104,6 +113,15 @@ def power_ratio(power: Sequence[float] | np.ndarray, reference_power: Sequence[f
     if not len(power) or not len(reference_power) or float(np.mean(reference_power)) <= 0.0:
         return None
     return float(np.mean(power)) / float(np.mean(reference_power))
+
+
+def high_frequency_energy(images: np.ndarray) -> np.ndarray:
+    """Per image (..., H, W, C), any real values (a difference of images too) -> the mean
+    squared second difference down the columns plus that along the rows (pixel units**2)."""
+    pixels = _as_images(images)
+    down = pixels[..., 2:, :, :] - 2.0 * pixels[..., 1:-1, :, :] + pixels[..., :-2, :, :]
+    along = pixels[..., :, 2:, :] - 2.0 * pixels[..., :, 1:-1, :] + pixels[..., :, :-2, :]
+    return np.mean(down ** 2, axis=(-3, -2, -1)) + np.mean(along ** 2, axis=(-3, -2, -1))
 
 
 def mean_chroma(images: np.ndarray) -> np.ndarray:

@@ -88,6 +88,7 @@ _GAN = {
     "model.discriminator.base_features": ANY, "model.discriminator.out_features": ANY,
     "model.discriminator.num_groups": AGE_GROUPS, "model.discriminator.bn_epsilon": ANY,
     "loss.gan_weight": NON_NEGATIVE, "loss.feature_weight": NON_NEGATIVE, "loss.age_weight": NON_NEGATIVE,
+    "loss.pixel_weight": NON_NEGATIVE,
     "loss.feature_layer": Range(lambda v: v in ("",) + FEATURE_LAYERS,
                                 f"must be '' (no identity loss) or one of {FEATURE_LAYERS}"),
     "optimizer.learning_rate": POSITIVE, "optimizer.b1": FRACTION, "optimizer.b2": FRACTION,

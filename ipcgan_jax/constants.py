@@ -63,3 +63,8 @@ ALIGNMENT_TEMPLATES = ("cacd", "utkface")
 # (the last layer) or every 4 (the first). Both are periodic with this period, whose
 # frequencies (multiples of size / 4 on each axis) contain those of period 2.
 UPSAMPLING_GRID_PERIOD = 4
+
+# Config fields added after runs were recorded, with the value that reproduces those runs:
+# a recorded config without the key resumes (runlib.workdir) and is read under that value.
+FIELDS_ADDED_LATER = {"model.generator.residual_output": False, "class_weighting": "none", "conv_impl": "xla",
+                      "pretrain.age_evaluator.class_weighting": "none", "loss.pixel_weight": 0.0}

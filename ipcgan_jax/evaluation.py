@@ -39,7 +39,10 @@ samples.png. Metrics, per target group and overall:
   `synthetic.sample_identities` / `plan_dataset` and the same identity-disjoint split
   (deterministic; the first face is re-rendered and compared to catch any drift).
   `gt_colour_cast` is the colour cast of (a) from the input: the part of a chroma change
-  that ageing itself makes. The ceilings of the age and identity metrics on exactly the
+  that ageing itself makes. `residual_hf_ratio`: the high-frequency energy of output - (a)
+  over that of (a) (`artefacts.high_frequency_energy`): texture drawn that the true aged
+  face lacks, stripes or a grid of any period (0 for a perfect output), beside
+  `copy_input_residual_hf_ratio`, the same of the input (the wrinkles it lacks). The ceilings of the age and identity metrics on exactly the
   evaluated pairs: the evaluator's accuracy and mean estimated group on (a)
   (`gt_age_accuracy`, `gt_mean_estimated_group`) and dlib's verification of (a) against
   the input (`gt_identity_verification_rate`): what a generator that aged each face
@@ -225,7 +228,8 @@ def evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     per_pair: dict[str, list[np.ndarray]] = {k: [] for k in (
         "estimated_group", "distance", "cosine", "gt_same_mae", "gt_same_psnr", "gt_canonical_mae",
         "gt_canonical_psnr", "copy_input_mae", "grid_power", "input_grid_power", "colour_cast",
-        "gt_colour_cast", "gt_estimated_group", "gt_distance")}
+        "gt_colour_cast", "gt_estimated_group", "gt_distance", "residual_hf_energy",
+        "copy_input_residual_hf_energy", "gt_hf_energy")}
     output_features: list[np.ndarray] = []
     samples = []
     for start in tqdm(range(0, len(source_rows), config.batch_size), desc="evaluating", unit="batch"):
@@ -257,6 +261,11 @@ def evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
                 per_pair[f"{name}_psnr"].append(psnr)
             per_pair["copy_input_mae"].append(pixel_errors(pair_inputs, same)[0])
             per_pair["gt_colour_cast"].append(artefacts.colour_cast(same, pair_inputs))
+            same_values = same.astype(np.float64)
+            per_pair["residual_hf_energy"].append(artefacts.high_frequency_energy(flat - same_values))
+            per_pair["copy_input_residual_hf_energy"].append(
+                artefacts.high_frequency_energy(pair_inputs - same_values))
+            per_pair["gt_hf_energy"].append(artefacts.high_frequency_energy(same_values))
             if age_judge is not None:
                 per_pair["gt_estimated_group"].append(age_judge(same))
             truth_codes = embedder.embed(same).reshape(len(rows), num_groups, -1)
@@ -296,19 +305,19 @@ def evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
 
     def summarise(selector: np.ndarray, group: int | None) -> dict:
         result: dict[str, Any] = {"num_outputs": int(selector.sum())}
+        def age_scores(prefix: str, estimated: np.ndarray, wanted: np.ndarray | int) -> None:
+            result[f"{prefix}age_accuracy"] = float(np.mean(estimated == wanted)) if len(estimated) else None
+            result[f"{prefix}mean_estimated_group"] = float(np.mean(estimated)) if len(estimated) else None
+
         if "estimated_group" in per_pair:
-            estimated = per_pair["estimated_group"][selector]
-            result["age_accuracy"] = float(np.mean(estimated == pair_groups[selector]))
-            result["mean_estimated_group"] = float(np.mean(estimated))
+            age_scores("", per_pair["estimated_group"][selector], pair_groups[selector])
             # The ceiling: what the evaluator says of real test faces of the target group.
-            real = real_estimated if group is None else real_estimated[faces.age_group == group]
-            result["real_age_accuracy"] = (float(np.mean(real == (faces.age_group if group is None else group)))
-                                           if len(real) else None)
-            result["real_mean_estimated_group"] = float(np.mean(real)) if len(real) else None
+            if group is None:
+                age_scores("real_", real_estimated, faces.age_group)
+            else:
+                age_scores("real_", real_estimated[faces.age_group == group], group)
         if "gt_estimated_group" in per_pair:
-            estimated = per_pair["gt_estimated_group"][selector]
-            result["gt_age_accuracy"] = float(np.mean(estimated == pair_groups[selector]))
-            result["gt_mean_estimated_group"] = float(np.mean(estimated))
+            age_scores("gt_", per_pair["gt_estimated_group"][selector], pair_groups[selector])
         result["identity_verification_rate"] = float(np.mean(per_pair["distance"][selector] < config.identity_threshold))
         if "gt_distance" in per_pair:
             result["gt_identity_verification_rate"] = float(
@@ -331,6 +340,11 @@ def evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
         result["colour_cast"] = float(np.mean(per_pair["colour_cast"][selector]))
         if "gt_colour_cast" in per_pair:
             result["gt_colour_cast"] = float(np.mean(per_pair["gt_colour_cast"][selector]))
+            truth_energy = per_pair["gt_hf_energy"][selector]
+            result["residual_hf_ratio"] = artefacts.power_ratio(per_pair["residual_hf_energy"][selector],
+                                                                truth_energy)
+            result["copy_input_residual_hf_ratio"] = artefacts.power_ratio(
+                per_pair["copy_input_residual_hf_energy"][selector], truth_energy)
         return result
 
     results = {
@@ -369,7 +383,9 @@ _COLUMNS = (("age_accuracy", "age acc.", "{:.3f}"), ("gt_age_accuracy", "true ag
             ("gt_canonical_mae", "canon. GT MAE", "{:.2f}"), ("copy_input_mae", "copy-input MAE", "{:.2f}"),
             ("grid_artefact_ratio", "grid ratio", "{:.2f}"),
             ("real_grid_artefact_ratio", "real faces: grid ratio", "{:.2f}"),
-            ("colour_cast", "colour cast", "{:.2f}"), ("gt_colour_cast", "GT colour cast", "{:.2f}"))
+            ("colour_cast", "colour cast", "{:.2f}"), ("gt_colour_cast", "GT colour cast", "{:.2f}"),
+            ("residual_hf_ratio", "residual HF", "{:.2f}"),
+            ("copy_input_residual_hf_ratio", "copy-input residual HF", "{:.2f}"))
 
 
 def results_markdown(results: dict) -> str:

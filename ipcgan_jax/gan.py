@@ -19,6 +19,7 @@ import ml_collections
 import optax
 
 from ipcgan_jax import losses, preprocessing
+from ipcgan_jax.constants import FIELDS_ADDED_LATER
 from ipcgan_jax.models import AlexNet, Discriminator, Generator
 from ipcgan_jax.optimizers import make_optimizer
 
@@ -43,7 +44,7 @@ def compute_dtype(config: ml_collections.ConfigDict):
 def conv_impl(config: ml_collections.ConfigDict) -> str:
     """How G's and D's convs and AlexNet's grouped convs run (models.layers.conv_function);
     configs recorded before the option existed ran XLA's conv."""
-    return config.get("conv_impl", "xla")
+    return config.get("conv_impl", FIELDS_ADDED_LATER["conv_impl"])
 
 
 def build_generator(config: ml_collections.ConfigDict) -> Generator:
@@ -156,6 +157,11 @@ def make_train_step(config: ml_collections.ConfigDict):
                         "age": weights.age_weight * raw["age"]}
             if feature_layer:
                 weighted["feature"] = weights.feature_weight * raw["feature"]
+            if weights.pixel_weight:
+                raw["pixel"] = losses.pixel_loss(
+                    generated=generated,
+                    source=preprocessing.generator_input_to_unit_range(batch["source_g"]))
+                weighted["pixel"] = weights.pixel_weight * raw["pixel"]
             total = sum(weighted.values())
             age_accuracy = jnp.mean(jnp.argmax(generated_act["age_logits"], -1) == target)
             return total, (raw, weighted, new_vars["batch_stats"], d_fake, age_accuracy)

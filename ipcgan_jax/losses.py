@@ -32,6 +32,13 @@ def identity_feature_loss(*, generated_features: jax.Array, source_features: jax
     return jnp.mean(jnp.sum(jnp.square(diff).reshape(diff.shape[0], -1), axis=1))
 
 
+def pixel_loss(*, generated: jax.Array, source: jax.Array) -> jax.Array:
+    """Mean absolute difference between G's output and its source, both in [-1, 1] (a
+    variant; the original has no pixel term). L1 rather than L2: a change costs the same per
+    pixel however large, so G can still redraw a hairline but not tint the whole image."""
+    return jnp.mean(jnp.abs(generated.astype(jnp.float32) - source.astype(jnp.float32)))
+
+
 def age_classification_loss(*, logits: jax.Array, age_group: jax.Array) -> jax.Array:
     """Mean softmax cross-entropy of the age logits against the target groups."""
     return optax.softmax_cross_entropy_with_integer_labels(

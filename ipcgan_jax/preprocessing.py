@@ -41,6 +41,11 @@ def pixels_to_generator_input(pixels: jax.Array, size: int) -> jax.Array:
     return resized - jnp.asarray(CAFFE_MEAN_BGR, resized.dtype)
 
 
+def generator_input_to_unit_range(images: jax.Array) -> jax.Array:
+    """Generator input (0..255 minus the mean) -> the same image in [-1, 1], G's output range."""
+    return (images.astype(jnp.float32) + jnp.asarray(CAFFE_MEAN_BGR, jnp.float32)) / 127.5 - 1.0
+
+
 def pixels_to_alexnet_input(pixels: jax.Array, size: int = 227) -> jax.Array:
     """RGB 0..255 (any size) -> AlexNet input: resized to `size`, minus the mean."""
     return pixels_to_generator_input(pixels, size)

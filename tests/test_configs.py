@@ -62,7 +62,8 @@ def test_demo_is_the_demo_variant_of_the_paper_config():
 def test_paper_config_values():
     config = load("g75_conv5.py")
     assert (config.num_steps, config.batch_size, config.data.name, config.data.image_size) == (400_000, 32, "cacd", 128)
-    assert dict(config.loss) == dict(gan_weight=75.0, feature_weight=0.5e-4, age_weight=30.0, feature_layer="conv5")
+    assert dict(config.loss) == dict(gan_weight=75.0, feature_weight=0.5e-4, age_weight=30.0, feature_layer="conv5",
+                                     pixel_weight=0.0)
     assert dict(config.frozen) == dict(alexnet="../alexnet_identity/export",
                                        age_classifier="../age_classifier/export")
     assert config.data.backend == "tfdata" and config.data.packed_path == ""
@@ -108,7 +109,7 @@ FORMER_ABLATIONS = {
 def test_ablation_config_reproduces_the_former_files(former):
     arg, changed = FORMER_ABLATIONS[former]
     config = load(f"g75_ablation.py:{arg}")
-    assert dict(config.loss) == dict(gan_weight=75.0, feature_weight=0.5e-4, **changed)
+    assert dict(config.loss) == dict(gan_weight=75.0, feature_weight=0.5e-4, pixel_weight=0.0, **changed)
     paper = load("g75_conv5.py")
     with paper.unlocked():
         paper.loss.update(changed)
@@ -119,7 +120,8 @@ def test_ablation_config_reproduces_the_former_files(former):
     assert demo.loss.feature_layer == (changed["feature_layer"] if "feature_layer=" in arg else "conv1")
     assert demo.loss.age_weight == (changed["age_weight"] if "age_weight=" in arg else 0.0)
     quick = load(f"g75_ablation.py:{arg},variant=quick")
-    assert (quick.num_steps, dict(quick.loss)) == (6, dict(gan_weight=75.0, feature_weight=0.5e-4, **changed))
+    assert (quick.num_steps, dict(quick.loss)) == (6, dict(gan_weight=75.0, feature_weight=0.5e-4, pixel_weight=0.0,
+                                                         **changed))
 
 
 @pytest.mark.parametrize("spec, message", [

@@ -9,7 +9,7 @@ from PIL import Image
 
 from ipcgan_jax import age, continuous_age, inference
 from ipcgan_jax.constants import AGE_GROUP_CENTRES, AGE_GROUP_LABELS
-from ipcgan_jax.models.layers import condition_maps, one_hot_maps
+from ipcgan_jax.models.layers import group_weights
 from tests.test_inference import photo_with_faces, synthetic_faces
 
 
@@ -63,16 +63,14 @@ def test_age_condition_blends_the_two_nearest_groups():
         continuous_age.progression_ages(1)
 
 
-def test_blended_condition_maps_are_the_mix_of_the_one_hot_maps():
-    weights = jnp.asarray(continuous_age.age_condition([37, 20]))
-    maps = condition_maps(weights, 5, 3, 4, jnp.float32)
-    mix = (0.85 * one_hot_maps(jnp.array([2]), 5, 3, 4, jnp.float32)
-           + 0.15 * one_hot_maps(jnp.array([3]), 5, 3, 4, jnp.float32))
-    np.testing.assert_allclose(maps[0], mix[0], atol=1e-6)
-    np.testing.assert_array_equal(condition_maps(jnp.array([1, 4]), 5, 3, 4, jnp.float32),
-                                  one_hot_maps(jnp.array([1, 4]), 5, 3, 4, jnp.float32))
+def test_blended_group_weights_are_the_mix_of_the_one_hot_ones():
+    weights = group_weights(jnp.asarray(continuous_age.age_condition([37, 20])), 5, jnp.float32)
+    mix = 0.85 * group_weights(jnp.array([2]), 5, jnp.float32) + 0.15 * group_weights(jnp.array([3]), 5, jnp.float32)
+    np.testing.assert_allclose(weights[0], mix[0], atol=1e-6)
+    np.testing.assert_array_equal(group_weights(jnp.array([1, 4]), 5, jnp.float32),
+                                  np.eye(5, dtype=np.float32)[[1, 4]])
     with pytest.raises(ValueError, match=r"group weights \(N, 5\)"):
-        condition_maps(jnp.ones((2, 4)), 5, 3, 4, jnp.float32)
+        group_weights(jnp.ones((2, 4)), 5, jnp.float32)
 
 
 def test_face_ager_ages_in_years(ager, photo):

@@ -9,7 +9,7 @@ import pytest
 from PIL import Image
 
 from ipcgan_jax import age_evaluator, artefacts, checkpointing, evaluation, fid, identity, inference, preprocessing
-from ipcgan_jax.constants import AGE_GROUP_LABELS
+from ipcgan_jax.constants import AGE_GROUP_LABELS, NUM_AGE_GROUPS
 from ipcgan_jax.data import framing, sources, synthetic
 from ipcgan_jax.models import AgeEvaluator
 from tests.helpers import config_file
@@ -164,6 +164,20 @@ def test_colour_cast_is_the_shift_of_the_mean_chroma():
         artefacts.mean_chroma(images[..., :2])
 
 
+def test_high_frequency_energy_sees_stripes_and_not_smooth_changes():
+    rows = np.arange(16, dtype=np.float64)[:, None, None]
+    ramp = np.broadcast_to(3.0 * rows + 2.0 * np.arange(16)[None, :, None], (16, 16, 3))  # lighting, greying
+    np.testing.assert_allclose(artefacts.high_frequency_energy(ramp[None]), [0.0], atol=1e-18)
+    # horizontal stripes +-a on alternate rows: every second difference down the columns
+    # is +-4a, none along the rows
+    a = 2.5
+    stripes = np.broadcast_to(a * (-1.0) ** rows, (16, 16, 3))
+    np.testing.assert_allclose(artefacts.high_frequency_energy(stripes[None]), [16 * a * a])
+    transposed = np.swapaxes(stripes, 0, 1)  # vertical stripes: the same energy, along the rows
+    np.testing.assert_allclose(artefacts.high_frequency_energy(np.stack([stripes, transposed])),
+                               [16 * a * a] * 2)
+
+
 # ----------------------------------------------------------------------------- end to end
 @pytest.fixture(scope="module")
 def evaluated(tmp_path_factory):
@@ -272,9 +286,21 @@ def test_truth_ceilings_are_the_evaluator_and_dlib_on_the_true_aged_faces(evalua
     layout = ager.loaded.alignment
     embedder = identity.FaceEmbedder(layout.padding, layout.vertical_shift)
     input_codes = embedder.embed(input_pixels)
+    outputs = ager.age_generator_inputs(ager.to_generator_input(faces.images(rows)), list(range(NUM_AGE_GROUPS)))
+
+    def second_difference_energy(images):
+        x = np.asarray(images, np.float64)
+        return (np.square(np.diff(x, n=2, axis=1)).mean(axis=(1, 2, 3))
+                + np.square(np.diff(x, n=2, axis=2)).mean(axis=(1, 2, 3)))
+
     all_predicted, all_verified = [], []
     for group, label in enumerate(AGE_GROUP_LABELS):
         aged = truth.render(rows, np.full(len(rows), group), same_photo=True)
+        truth_energy = second_difference_energy(aged).mean()
+        assert results["per_group"][label]["residual_hf_ratio"] == pytest.approx(
+            second_difference_energy(outputs[:, group].astype(np.float64) - aged).mean() / truth_energy)
+        assert results["per_group"][label]["copy_input_residual_hf_ratio"] == pytest.approx(
+            second_difference_energy(input_pixels.astype(np.float64) - aged).mean() / truth_energy)
         predicted = np.argmax(np.asarray(age_evaluator.predict_age_groups(module, variables, aged)), -1)
         verified = identity.descriptor_distance(input_codes, embedder.embed(aged)) < config.identity_threshold
         row = results["per_group"][label]
@@ -289,3 +315,4 @@ def test_truth_ceilings_are_the_evaluator_and_dlib_on_the_true_aged_faces(evalua
     assert results["overall"]["gt_identity_verification_rate"] == pytest.approx(np.mean(all_verified))
     markdown = open(os.path.join(results["output_dir"], "results.md")).read()
     assert "true aged: age acc." in markdown and "true aged: verif. rate" in markdown
+    assert "residual HF" in markdown

@@ -149,3 +149,29 @@ def test_one_group_per_batch_hides_the_condition_from_g_first_batchnorm():
     mixed = np.abs(first_bn_output([0, 1, 2, 3, 4, 0, 1, 2]) - first_bn_output([4, 3, 2, 1, 0, 4, 3, 2]))
     assert one_group[interior].mean() < 0.25 * mixed[interior].mean()
     assert one_group.max() > 3 * one_group[interior].max()  # the borders still see the condition
+
+
+def test_pixel_term_compares_g_output_with_its_source(frozen):
+    """The pixel variant (loss.pixel_weight): weighted, summed into G's loss, and measured
+    in G's output range. A residual-output G starts as the identity map, so its first pixel
+    loss is ~0 only if the source is brought to [-1, 1] the way G's output is."""
+    config = tiny_gan_config()
+    config.loss.pixel_weight = 50.0
+    config.model.generator.residual_output = True
+    _, _, history = _run(config, jax.devices()[:1], 2, frozen)
+    first = history[0]
+    assert first["g_pixel_loss"] < 2e-3  # only the atanh clip at the range's ends differs
+    assert history[1]["g_pixel_loss"] > first["g_pixel_loss"]  # G moved after one update
+    for h in history:
+        assert h["g_pixel_loss_weighted"] == pytest.approx(50.0 * h["g_pixel_loss"], rel=1e-6)
+        assert h["g_loss_weighted"] == pytest.approx(
+            h["g_adversarial_loss_weighted"] + h["g_feature_loss_weighted"] + h["g_age_loss_weighted"]
+            + h["g_pixel_loss_weighted"], rel=1e-5)
+    faithful = _run(tiny_gan_config(), jax.devices()[:1], 1, frozen)[2][0]
+    assert "g_pixel_loss" not in faithful  # the original has no pixel term
+
+
+def test_run_recorded_before_the_pixel_term_resumes_only_without_it(tmp_path):
+    from tests.helpers import assert_resumes_only_at_default
+
+    assert_resumes_only_at_default(tiny_gan_config(), str(tmp_path / "run"), "loss.pixel_weight", 10.0)

@@ -65,3 +65,12 @@ def test_age_classification_loss_picks_the_target_group():
     logits = jnp.array([[math.log(3.0), 0, 0, 0, 0]] * 2)
     value = losses.age_classification_loss(logits=logits, age_group=jnp.array([0, 2]))
     assert float(value) == pytest.approx(0.5 * (-math.log(3 / 7) - math.log(1 / 7)), rel=1e-6)
+
+
+def test_pixel_loss_is_the_mean_absolute_difference():
+    source = jnp.zeros((2, 4, 4, 3))
+    generated = np.zeros((2, 4, 4, 3), np.float32)
+    generated[0, 0, 0, 0] = 0.5  # one element of 96 differs by 0.5
+    generated[1, :, :, 2] = -1.0  # 16 elements differ by 1.0
+    value = losses.pixel_loss(generated=jnp.asarray(generated), source=source)
+    assert float(value) == pytest.approx((0.5 + 16 * 1.0) / 96, rel=1e-6)

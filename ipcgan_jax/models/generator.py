@@ -5,7 +5,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from ipcgan_jax.constants import CAFFE_MEAN_BGR
+from ipcgan_jax import preprocessing
 from ipcgan_jax.models.layers import ConditionedConv, ConvTransposeSame, Dtype, TFBatchNorm, conv_function, conv_init
 
 # Residual output: the source pixel's pre-tanh value is clipped so that atanh stays finite
@@ -99,6 +99,6 @@ class Generator(nn.Module):
         delta = nn.Conv(3, (7, 7), padding="SAME", kernel_init=nn.initializers.zeros, dtype=self.dtype,
                         param_dtype=jnp.float32, name="conv4",
                         conv_general_dilated=conv_function(conv_impl, 3))(x)
-        source = (images.astype(jnp.float32) + jnp.asarray(CAFFE_MEAN_BGR, jnp.float32)) / 127.5 - 1.0
+        source = preprocessing.generator_input_to_unit_range(images)
         source = jnp.arctanh(jnp.clip(source, -_RESIDUAL_CLIP, _RESIDUAL_CLIP))
         return jnp.tanh(source + delta.astype(jnp.float32))

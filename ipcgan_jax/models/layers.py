@@ -262,14 +262,6 @@ def group_weights(condition: jax.Array, num_groups: int, dtype: Dtype) -> jax.Ar
     return condition.astype(dtype)
 
 
-def condition_maps(condition: jax.Array, num_groups: int, height: int, width: int,
-                   dtype: Dtype) -> jax.Array:
-    """Condition maps (N, H, W, num_groups): each channel filled with its `group_weights`
-    (one-hot maps for int age groups, blended maps for group weights)."""
-    weights = group_weights(condition, num_groups, dtype)
-    return jnp.broadcast_to(weights[:, None, None, :], (weights.shape[0], height, width, num_groups))
-
-
 def _same_tap_mask(size: int, kernel_size: int) -> np.ndarray:
     """(size, kernel_size) 0/1: whether tap i of a stride-1 SAME conv at output position p
     reads inside the input (not the zero padding)."""
@@ -279,7 +271,8 @@ def _same_tap_mask(size: int, kernel_size: int) -> np.ndarray:
 
 
 class ConditionedConv(nn.Module):
-    """A stride-1 SAME conv of `concat(images, condition_maps(condition))`, computed as a conv
+    """A stride-1 SAME conv of the images concatenated with condition maps (each group's
+    `group_weights` filling a channel), computed as a conv
     of the images alone plus the condition maps' share.
 
     The maps are constant over the image, so their share at a pixel is, per group, the

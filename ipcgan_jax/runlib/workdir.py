@@ -12,6 +12,7 @@ import ml_collections
 
 from ipcgan_jax import checkpointing, parallel
 from ipcgan_jax.configlib import ConfigError
+from ipcgan_jax.constants import FIELDS_ADDED_LATER
 
 PyTree = Any
 CONFIG_FILE = "config.json"
@@ -22,10 +23,6 @@ EXPORT_DIR = "export"
 RESUMABLE_CHANGES = frozenset({"num_steps", "log_every", "sample_every", "checkpoint.keep_last",
                                "checkpoint.keep_every", "checkpoint.async_save", "data.prefetch",
                                "data.backend", "data.packed_path"})
-# Fields added after runs were recorded, with the value that reproduces those runs: a
-# recorded config without the key resumes under that value.
-FIELDS_ADDED_LATER = {"model.generator.residual_output": False, "class_weighting": "none", "conv_impl": "xla",
-                     "pretrain.age_evaluator.class_weighting": "none"}
 
 
 def prepare_workdir(config: ml_collections.ConfigDict, workdir: str) -> None:
