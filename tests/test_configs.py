@@ -54,7 +54,8 @@ def test_demo_is_the_demo_variant_of_the_paper_config():
     assert demo.num_steps == 1200 and demo.batch_size == 16 and demo.data.image_size == 64
     # The settings that differ from the paper's run at this scale.
     assert demo.data.mixed_age is True
-    assert (demo.loss.feature_layer, demo.loss.feature_weight, demo.loss.age_weight) == ("conv1", 1e-5, 0.0)
+    assert (demo.loss.feature_layer, demo.loss.feature_weight, demo.loss.age_weight, demo.loss.pixel_weight) == (
+        "conv1", 1e-5, 0.0, 100.0)
     assert demo.model.generator.deconv_impl == "resize_conv" and demo.model.generator.residual_output is True
     assert list(demo.pretrain.keys()) == list(configlib.CLASSIFIER_TASKS)
 
