@@ -188,3 +188,46 @@ def test_bfloat16_compute_trains_finite_steps_with_float32_state():
     moved = max(float(jnp.max(jnp.abs(a - b))) for a, b in
                 zip(jax.tree.leaves(initial.g_params), jax.tree.leaves(state.g_params)))
     assert moved > 1e-3
+
+
+def test_gan_loss_on_truth_scores_output_truth_and_input(main_runs, tmp_path):
+    """benchmarks/gan_loss_on_truth.py on the quick run (with a random age evaluator and the
+    pixel term turned on in its recorded config): every weighted total is the sum of its
+    weighted terms, the input costs no pixel loss, and a run on other data is refused."""
+    import importlib.util
+    import shutil
+
+    from ipcgan_jax.models import AgeEvaluator
+
+    workdir, result = main_runs["quick"]
+    assert result.returncode == 0, result.stderr[-4000:]
+    run = tmp_path / "run"
+    shutil.copytree(workdir, run)
+    module = AgeEvaluator(stage_features=(4, 8), blocks_per_stage=1, num_groups=5, image_size=32)
+    shutil.rmtree(run / "age_evaluator" / "export")
+    checkpointing.save_variables(
+        str(run / "age_evaluator" / "export"), module.init(jax.random.key(0), jnp.zeros((1, 32, 32, 3))),
+        {"task": "age_evaluator", "architecture": dict(stage_features=[4, 8], blocks_per_stage=1, num_groups=5,
+                                                       image_size=32)})
+    recorded = json.load(open(run / "config.json"))
+    recorded["loss"]["pixel_weight"] = 7.0
+    json.dump(recorded, open(run / "config.json", "w"))
+    spec = importlib.util.spec_from_file_location("gan_loss_on_truth",
+                                                  os.path.join(ROOT, "benchmarks", "gan_loss_on_truth.py"))
+    tool = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tool)
+
+    report = tool.loss_terms(str(run), 3)
+    weights = recorded["loss"]
+    assert [row["group"] for row in report["groups"]] == [0, 1, 2, 3, 4]
+    for row in report["groups"]:
+        for name in ("output", "truth", "input"):
+            terms = row[name]
+            expected = (weights["gan_weight"] * terms["adversarial"] + weights["age_weight"] * terms["age"]
+                        + weights["feature_weight"] * terms["feature"] + 7.0 * terms["pixel"])
+            assert terms["weighted_total"] == pytest.approx(expected, abs=0.02 + 1e-3 * abs(expected))
+        assert row["input"]["pixel"] == 0.0 and row["output"]["pixel"] > 0.0
+    recorded["data"]["name"] = "utkface"
+    json.dump(recorded, open(run / "config.json", "w"))
+    with pytest.raises(SystemExit, match="needs a run on the synthetic faces"):
+        tool.loss_terms(str(run), 3)
