@@ -52,6 +52,7 @@ def loss_terms(workdir: str, num_faces: int) -> dict:
     layer = weights.feature_layer or None
     pixel_weight = weights.get("pixel_weight", FIELDS_ADDED_LATER["loss.pixel_weight"])
     source_pixels = preprocessing.legacy_resize_bilinear(jnp.asarray(source, jnp.float32), size, size)
+    source_images = source_pixels / 127.5 - 1.0  # G's output range
     wanted = ("age_logits", layer) if layer else ("age_logits",)
     source_features = alexnet.apply({"params": alexnet_params},
                                     preprocessing.pixels_to_alexnet_input(source_pixels, alexnet_size),
@@ -75,7 +76,7 @@ def loss_terms(workdir: str, num_faces: int) -> dict:
                 terms["feature"] = float(losses.identity_feature_loss(generated_features=act[layer],
                                                                       source_features=source_features))
             if pixel_weight:
-                terms["pixel"] = float(losses.pixel_loss(generated=images, source=source_pixels / 127.5 - 1.0))
+                terms["pixel"] = float(losses.pixel_loss(generated=images, source=source_images))
             weighted = (weights.gan_weight * terms["adversarial"] + weights.age_weight * terms["age"]
                         + (weights.feature_weight * terms["feature"] if layer else 0.0)
                         + (pixel_weight * terms["pixel"] if pixel_weight else 0.0))

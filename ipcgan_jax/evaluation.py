@@ -42,11 +42,12 @@ samples.png. Metrics, per target group and overall:
   that ageing itself makes. `residual_hf_ratio`: the high-frequency energy of output - (a)
   over that of (a) (`artefacts.high_frequency_energy`): texture drawn that the true aged
   face lacks, stripes or a grid of any period (0 for a perfect output), beside
-  `copy_input_residual_hf_ratio`, the same of the input (the wrinkles it lacks). The ceilings of the age and identity metrics on exactly the
-  evaluated pairs: the evaluator's accuracy and mean estimated group on (a)
-  (`gt_age_accuracy`, `gt_mean_estimated_group`) and dlib's verification of (a) against
-  the input (`gt_identity_verification_rate`): what a generator that aged each face
-  perfectly would score.
+  `copy_input_residual_hf_ratio`, the same of the input (the wrinkles it lacks). The
+  ceilings of the age and identity metrics on exactly the evaluated pairs: the
+  evaluator's accuracy and mean estimated group on (a) (`gt_age_accuracy`,
+  `gt_mean_estimated_group`) and dlib's verification of (a) against the input
+  (`gt_identity_verification_rate`): what a generator that aged each face perfectly
+  would score.
 """
 from __future__ import annotations
 
@@ -305,6 +306,7 @@ def evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
 
     def summarise(selector: np.ndarray, group: int | None) -> dict:
         result: dict[str, Any] = {"num_outputs": int(selector.sum())}
+
         def age_scores(prefix: str, estimated: np.ndarray, wanted: np.ndarray | int) -> None:
             result[f"{prefix}age_accuracy"] = float(np.mean(estimated == wanted)) if len(estimated) else None
             result[f"{prefix}mean_estimated_group"] = float(np.mean(estimated)) if len(estimated) else None

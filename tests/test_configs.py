@@ -160,6 +160,12 @@ def test_override_out_of_range_is_refused_naming_the_key():
         configlib.validate_config(config)
 
 
+def test_negative_pixel_weight_is_refused_naming_the_key():
+    with pytest.raises(configlib.ConfigError, match=r"config key 'loss.pixel_weight' must be >= 0, got -1.0"):
+        configlib.validate_config(load("g75_conv5.py:quick", "--config.loss.pixel_weight=-1"))
+    configlib.validate_config(load("g75_conv5.py:quick", "--config.loss.pixel_weight=100"))
+
+
 def test_override_in_range_is_kept():
     config = load("g75_conv5.py:quick", "--config.loss.age_weight=5", "--config.data.backend=numpy")
     assert config.loss.age_weight == 5.0 and config.data.backend == "numpy"
