@@ -7,14 +7,20 @@ input only for the frozen AlexNet), as
 JAX's `lax.conv_general_dilated` (XLA's own conv path, `--impls xla`), as JAX im2col + dot
 (`ipcgan_jax.models.layers.conv_im2col`, `--impls im2col`) and as PyTorch's
 `conv2d` (oneDNN), each in its own subprocess, alternating (A B C A B C ...) for `--rounds`.
+`--impls xla_per_group im2col_per_group` add, for the grouped layers only, each path with
+the groups run as separate ungrouped convs, concatenated (`conv_per_group` here; measured,
+not adopted: benchmarks/README.md, "Grouped convs one group at a time").
 Reports median ms, GFLOP/s (3x the forward FLOPs: forward, data and weight gradients; 2x
 for the frozen layers) and
 the ratios to PyTorch. `calls_per_step` says how often the step runs each layer
-(forward + backward), so the per-step weight of each row is visible.
+(forward + backward), so the per-step weight of each row is visible; `totals` sums time x
+calls per impl (a per-group impl takes its plain impl's time on the ungrouped layers, and
+is null where that impl was not run).
 
 Usage:
   python benchmarks/bench_conv_layers.py [--batch 8] [--rounds 2] [--repeats 5]
-      [--layers dis_3 dis_4] [--impls xla im2col torch] [--json FILE]
+      [--layers dis_3 dis_4] [--impls xla im2col xla_per_group im2col_per_group torch]
+      [--json FILE]
 """
 from __future__ import annotations
 
@@ -55,6 +61,8 @@ LAYERS = {
     "alex_conv5": (13, 384, 256, 3, 1, "SAME", 2, 2),
 }
 FROZEN = {"alex_conv1", "alex_conv2", "alex_conv3", "alex_conv4", "alex_conv5"}
+PER_GROUP = "_per_group"
+JAX_IMPLS = ("xla", "im2col", "xla" + PER_GROUP, "im2col" + PER_GROUP)
 
 
 def out_size(size: int, kernel: int, stride: int, padding: str) -> int:
@@ -82,6 +90,18 @@ def _time(fn, repeats: int) -> list[float]:
     return times
 
 
+def conv_per_group(conv):
+    """`conv` (NHWC / HWIO) with a grouped conv run as one ungrouped conv per group,
+    concatenated: the same arithmetic per group (the TF port of AlexNet's own form)."""
+    import jax.numpy as jnp
+
+    def grouped(lhs, rhs, *args, feature_group_count=1, **kwargs):
+        inputs = jnp.split(lhs, feature_group_count, axis=3)
+        kernels = jnp.split(rhs, feature_group_count, axis=3)
+        return jnp.concatenate([conv(x, w, *args, **kwargs) for x, w in zip(inputs, kernels)], axis=3)
+    return grouped
+
+
 def run_jax_worker(impl: str, batch: int, names: list[str], repeats: int) -> dict:
     import jax
     import jax.numpy as jnp
@@ -90,10 +110,13 @@ def run_jax_worker(impl: str, batch: int, names: list[str], repeats: int) -> dic
     sys.path.insert(0, ROOT)
     from ipcgan_jax.models.layers import conv_im2col
 
-    conv = {"xla": jax.lax.conv_general_dilated, "im2col": conv_im2col}[impl]
+    plain = {"xla": jax.lax.conv_general_dilated, "im2col": conv_im2col}[impl.removesuffix(PER_GROUP)]
+    conv = conv_per_group(plain) if impl.endswith(PER_GROUP) else plain
     out = {}
     for name in names:
         size, cin, cout, k, s, pad, groups, _ = LAYERS[name]
+        if impl.endswith(PER_GROUP) and groups == 1:
+            continue  # the same conv as without the suffix
         rng = np.random.default_rng(0)
         x = jnp.asarray(rng.standard_normal((batch, size, size, cin), np.float32))
         w = jnp.asarray(rng.standard_normal((k, k, cin // groups, cout), np.float32) * 0.05)
@@ -137,7 +160,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeats", type=int, default=5, help="timed calls per layer and run")
     parser.add_argument("--layers", nargs="+", default=list(LAYERS), choices=list(LAYERS))
     parser.add_argument("--impls", nargs="+", default=["xla", "im2col", "torch"],
-                        choices=["xla", "im2col", "torch"])
+                        choices=[*JAX_IMPLS, "torch"])
     parser.add_argument("--torch-python", default=DEFAULT_TORCH_PYTHON)
     parser.add_argument("--torch-threads", type=int, default=os.cpu_count())
     parser.add_argument("--json", default=None)
@@ -171,16 +194,23 @@ def main(argv: list[str] | None = None) -> int:
                                                 LAYERS[name][:7])),
                "calls_per_step": LAYERS[name][7], "forward_gflop": round(gflop, 3)}
         for impl in impls:
+            if name not in runs[impl][0]:
+                continue  # a per-group impl on an ungrouped layer
             median = statistics.median(t for run in runs[impl] for t in run[name])
             row[f"{impl}_ms"] = median
             passes = 2 if name in FROZEN else 3
             row[f"{impl}_gflops"] = round(passes * gflop / (median / 1e3), 1)
-        for impl in ("xla", "im2col"):
-            if impl in impls and "torch" in impls:
+        for impl in impls:
+            if impl != "torch" and f"{impl}_ms" in row and "torch_ms" in row:
                 row[f"{impl}_over_torch"] = round(row[f"{impl}_ms"] / row["torch_ms"], 3)
         rows.append(row)
-    totals = {f"{impl}_ms_per_step": round(sum(r[f"{impl}_ms"] * r["calls_per_step"] for r in rows), 1)
-              for impl in impls}
+    # per step: every layer times its calls; a per-group impl takes its plain impl's time on
+    # the ungrouped layers (None where that impl was not run)
+    totals = {}
+    for impl in impls:
+        times = [r.get(f"{impl}_ms", r.get(f"{impl.removesuffix(PER_GROUP)}_ms")) for r in rows]
+        totals[f"{impl}_ms_per_step"] = (None if None in times else
+                                         round(sum(t * r["calls_per_step"] for t, r in zip(times, rows)), 1))
     report = {"batch": args.batch, "rounds": args.rounds, "repeats": args.repeats,
               "load_avg": [round(x, 2) for x in os.getloadavg()], "layers": rows, "totals": totals}
     print_report(report, args.json, indent=1)
