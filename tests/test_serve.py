@@ -159,6 +159,23 @@ def test_page_ages_an_uploaded_face(server, browser, photos, ager):
     assert (int(grid.get_attribute("naturalWidth")), int(grid.get_attribute("naturalHeight"))) == (
         4 * tile + 2, 14 + tile + 2)  # input + 3 ages, titled
     assert int(strip.get_attribute("naturalWidth")) == age.DEFAULT_FRAMES * tile + 2
+    for element_id, label in (("grid", "Aged faces"), ("strip", "Animation frames")):
+        # the sheet as drawn (object-fit: contain in the padded box) starts below the box's label,
+        # which Gradio draws over the box's top-left corner, so the first column title shows
+        drawn_top, label_bottom = browser.execute_script("""
+            const [box, text] = arguments;
+            const img = document.querySelector(`#${box} img`), style = getComputedStyle(img);
+            const rect = img.getBoundingClientRect();
+            const padTop = parseFloat(style.paddingTop), padBottom = parseFloat(style.paddingBottom);
+            const innerH = rect.height - padTop - padBottom;
+            const innerW = rect.width - parseFloat(style.paddingLeft) - parseFloat(style.paddingRight);
+            const drawnH = Math.min(innerH, innerW * img.naturalHeight / img.naturalWidth);
+            // the smallest element of the box that holds the label's text: the badge
+            const badge = [...document.querySelectorAll(`#${box} *`)].filter(
+                e => e.textContent.trim() === text).pop();
+            return [rect.top + padTop + (innerH - drawnH) / 2, badge.getBoundingClientRect().bottom];""",
+            element_id, label)
+        assert drawn_top >= label_bottom, (element_id, drawn_top, label_bottom)
     # The animation the page shows: what FaceAger makes of the same photo, frame for frame.
     source = _image(browser, "animation").get_attribute("src")
     assert source.startswith(url) and temp_dir in source  # served from the private temp folder
