@@ -92,7 +92,7 @@ def _time(fn, repeats: int) -> list[float]:
 
 def conv_per_group(conv):
     """`conv` (NHWC / HWIO) with a grouped conv run as one ungrouped conv per group,
-    concatenated: the same arithmetic per group (the TF port of AlexNet's own form)."""
+    concatenated: the same function (the form of AlexNet's TF port)."""
     import jax.numpy as jnp
 
     def grouped(lhs, rhs, *args, feature_group_count=1, **kwargs):
