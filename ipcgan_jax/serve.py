@@ -60,11 +60,11 @@ GRADIO_REQUIREMENT = "gradio>=6.31,<7"
 GRADIO_ENVIRONMENT = {"GRADIO_ANALYTICS_ENABLED": "False", "HF_HUB_OFFLINE": "1", "HF_HUB_DISABLE_TELEMETRY": "1"}
 SYSTEM_FONTS = ["ui-sans-serif", "system-ui", "sans-serif"]
 SYSTEM_MONO_FONTS = ["ui-monospace", "monospace"]
-RESULT_LABEL_CLEARANCE_PX = 30
 # The generator's faces are small (64 px for the shipped model): the page shows them
 # scaled up to their boxes; downloads keep the real size. The wide sheets start below
 # the box's label, which Gradio draws over the image's top-left corner (where the
 # sheet's first column title is).
+RESULT_LABEL_CLEARANCE_PX = 30
 RESULT_CSS = ("#grid img, #animation img, #strip img {width: 100%; height: 100%; object-fit: contain;}\n"
               f"#grid img, #strip img {{padding-top: {RESULT_LABEL_CLEARANCE_PX}px; box-sizing: border-box;}}")
 

@@ -1,9 +1,12 @@
 """Small configs and random inputs shared by the training tests."""
 from __future__ import annotations
 
+import functools
 import importlib
+import importlib.util
 import json
 import os
+import sys
 
 import jax
 import jax.numpy as jnp
@@ -13,6 +16,21 @@ import pytest
 
 from ipcgan_jax import gan
 from ipcgan_jax.constants import CAFFE_MEAN_BGR
+
+
+BENCHMARKS_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "benchmarks")
+
+
+@functools.cache
+def benchmark_module(name: str):
+    """The script benchmarks/<name>.py as a module (once per test process); its directory
+    goes on sys.path first, for the scripts' own sibling imports (json_report)."""
+    if BENCHMARKS_DIR not in sys.path:
+        sys.path.insert(0, BENCHMARKS_DIR)
+    spec = importlib.util.spec_from_file_location(name, os.path.join(BENCHMARKS_DIR, f"{name}.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def config_file(name: str, arg: str = "") -> ml_collections.ConfigDict:

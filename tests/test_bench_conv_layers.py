@@ -2,7 +2,6 @@
 both gradients), and its report times the per-group paths on the grouped layers only and
 weights every layer by its calls per step, the per-group impls taking the plain impl's time
 on ungrouped layers."""
-import importlib.util
 import json
 import os
 import subprocess
@@ -14,17 +13,9 @@ import numpy as np
 import pytest
 
 from ipcgan_jax.models.layers import conv_im2col
+from tests.helpers import benchmark_module
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-
-def _bench_module():
-    sys.path.insert(0, os.path.join(ROOT, "benchmarks"))  # its json_report import
-    spec = importlib.util.spec_from_file_location("bench_conv_layers",
-                                                  os.path.join(ROOT, "benchmarks", "bench_conv_layers.py"))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 @pytest.mark.parametrize("inner", [jax.lax.conv_general_dilated, conv_im2col], ids=["xla", "im2col"])
@@ -41,7 +32,7 @@ def test_per_group_conv_equals_the_grouped_conv_in_values_and_gradients(inner, g
         return lambda x, k: jnp.sum(cotangent * conv(x, k, (1, 1), padding, feature_group_count=groups,
                                                      dimension_numbers=("NHWC", "HWIO", "NHWC")))
 
-    per_group, grouped = loss(_bench_module().conv_per_group(inner)), loss(jax.lax.conv_general_dilated)
+    per_group, grouped = loss(benchmark_module("bench_conv_layers").conv_per_group(inner)), loss(jax.lax.conv_general_dilated)
     assert abs(float(per_group(x, kernel)) - float(grouped(x, kernel))) < 1e-4 * abs(float(grouped(x, kernel)))
     for actual, expected in zip(jax.grad(per_group, (0, 1))(x, kernel), jax.grad(grouped, (0, 1))(x, kernel)):
         assert float(jnp.max(jnp.abs(actual - expected))) < 1e-5 * float(jnp.max(jnp.abs(expected)))

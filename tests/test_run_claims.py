@@ -19,7 +19,7 @@ import pytest
 from ipcgan_jax import checkpointing, gan, parallel, tasks
 from ipcgan_jax.data import batches as data_batches
 from ipcgan_jax.runlib import loop
-from tests.helpers import config_file, random_alexnet_params, random_batch, tiny_gan_config
+from tests.helpers import benchmark_module, config_file, random_alexnet_params, random_batch, tiny_gan_config
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 NAN_STEP = 3
@@ -194,7 +194,6 @@ def test_gan_loss_on_truth_scores_output_truth_and_input(main_runs, tmp_path):
     """benchmarks/gan_loss_on_truth.py on the quick run (with a random age evaluator and the
     pixel term turned on in its recorded config): every weighted total is the sum of its
     weighted terms, the input costs no pixel loss, and a run on other data is refused."""
-    import importlib.util
     import shutil
 
     from ipcgan_jax.models import AgeEvaluator
@@ -212,10 +211,7 @@ def test_gan_loss_on_truth_scores_output_truth_and_input(main_runs, tmp_path):
     recorded = json.load(open(run / "config.json"))
     recorded["loss"]["pixel_weight"] = 7.0
     json.dump(recorded, open(run / "config.json", "w"))
-    spec = importlib.util.spec_from_file_location("gan_loss_on_truth",
-                                                  os.path.join(ROOT, "benchmarks", "gan_loss_on_truth.py"))
-    tool = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(tool)
+    tool = benchmark_module("gan_loss_on_truth")
 
     report = tool.loss_terms(str(run), 3)
     weights = recorded["loss"]
