@@ -16,6 +16,12 @@ loss weights:
 - the age head's and the independent evaluator's accuracy and mean group on the outputs:
   a head far above the evaluator is being fooled (G draws what the head, not ageing, needs).
 D runs in training mode on each batch of 64, as in the G update.
+
+`discriminator_on_real` asks whether D knows age at all: its mean score on real test faces
+of each group (rows) under each condition (columns), the faces of all groups mixed in
+batches of the run's batch size as in the D update (one condition offset per pass, so
+every batch holds several conditions; with a single one, D's BN would subtract it).
+A high score off the diagonal is a wrong age D lets pass.
 """
 from __future__ import annotations
 
@@ -30,6 +36,7 @@ import numpy as np
 from ipcgan_jax import age_evaluator, checkpointing, evaluation, gan, inference, losses, preprocessing
 from ipcgan_jax.constants import FIELDS_ADDED_LATER
 from ipcgan_jax.data import sources
+from ipcgan_jax.models import Discriminator
 from ipcgan_jax.runlib import frozen
 
 
@@ -88,7 +95,34 @@ def loss_terms(workdir: str, num_faces: int) -> dict:
                 row["evaluator_on_outputs"] = {"accuracy": float(np.mean(judged == group)),
                                                "mean_group": float(judged.mean())}
         report["groups"].append(row)
+    report["discriminator_on_real"] = discriminator_on_real(
+        faces, discriminator, {"params": state["d_params"], "batch_stats": state["d_batch_stats"]},
+        num_faces, size, config.batch_size)
     return report
+
+
+def discriminator_on_real(faces: sources.FaceSource, discriminator: Discriminator, variables: dict,
+                          num_faces: int, size: int, batch_size: int) -> dict:
+    """D's mean score on up to `num_faces` real faces per group, by (true group, condition)."""
+    num_groups = discriminator.num_groups
+    rows = np.concatenate([faces.indices_of_group(g)[:num_faces] for g in range(num_groups)])
+    groups = faces.age_group[rows]
+    pixels = preprocessing.legacy_resize_bilinear(jnp.asarray(faces.images(rows), jnp.float32), size, size)
+    images = pixels / 127.5 - 1.0  # D's real-image scaling
+    order = np.random.default_rng(0).permutation(len(rows))  # mixes the groups within a batch
+    scores = np.zeros((num_groups, num_groups))
+    for offset in range(num_groups):
+        condition = (groups + offset) % num_groups
+        per_face = np.empty(len(rows))
+        for start in range(0, len(rows), batch_size):
+            batch = order[start:start + batch_size]
+            out, _ = discriminator.apply(variables, images[batch], jnp.asarray(condition[batch], jnp.int32),
+                                         train=True, mutable=["batch_stats"])
+            per_face[batch] = np.asarray(jnp.mean(out, axis=(1, 2, 3)))
+        for group in range(num_groups):
+            scores[group, (group + offset) % num_groups] = per_face[groups == group].mean()
+    return {"faces_per_group": [int(np.sum(groups == g)) for g in range(num_groups)],
+            "rows_true_group_columns_condition": np.round(scores, 3).tolist()}
 
 
 def main(argv: list[str] | None = None) -> int:

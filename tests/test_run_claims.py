@@ -193,7 +193,8 @@ def test_bfloat16_compute_trains_finite_steps_with_float32_state():
 def test_gan_loss_on_truth_scores_output_truth_and_input(main_runs, tmp_path):
     """benchmarks/gan_loss_on_truth.py on the quick run (with a random age evaluator and the
     pixel term turned on in its recorded config): every weighted total is the sum of its
-    weighted terms, the input costs no pixel loss, and a run on other data is refused."""
+    weighted terms, the input costs no pixel loss, D's scores on real faces cover every
+    (group, condition) pair, and a run on other data is refused."""
     import shutil
 
     from ipcgan_jax.models import AgeEvaluator
@@ -223,6 +224,14 @@ def test_gan_loss_on_truth_scores_output_truth_and_input(main_runs, tmp_path):
                         + weights["feature_weight"] * terms["feature"] + 7.0 * terms["pixel"])
             assert terms["weighted_total"] == pytest.approx(expected, abs=0.02 + 1e-3 * abs(expected))
         assert row["input"]["pixel"] == 0.0 and row["output"]["pixel"] > 0.0
+    # D on real faces, by (true group, condition): every group's faces under every
+    # condition, and the condition reaches D (a row is not one repeated score).
+    on_real = report["discriminator_on_real"]
+    assert on_real["faces_per_group"] == [3] * 5
+    scores = np.asarray(on_real["rows_true_group_columns_condition"])
+    assert scores.shape == (5, 5) and np.isfinite(scores).all()
+    assert all(len(set(row)) > 1 for row in scores.tolist())
+    assert tool.loss_terms(str(run), 3)["discriminator_on_real"] == on_real  # deterministic
     recorded["data"]["name"] = "utkface"
     json.dump(recorded, open(run / "config.json", "w"))
     with pytest.raises(SystemExit, match="needs a run on the synthetic faces"):
