@@ -107,8 +107,7 @@ def discriminator_on_real(faces: sources.FaceSource, discriminator: Discriminato
     num_groups = discriminator.num_groups
     rows = np.concatenate([faces.indices_of_group(g)[:num_faces] for g in range(num_groups)])
     groups = faces.age_group[rows]
-    pixels = preprocessing.legacy_resize_bilinear(jnp.asarray(faces.images(rows), jnp.float32), size, size)
-    images = pixels / 127.5 - 1.0  # D's real-image scaling
+    images = preprocessing.pixels_to_discriminator_input(jnp.asarray(faces.images(rows), jnp.float32), size)
     order = np.random.default_rng(0).permutation(len(rows))  # mixes the groups within a batch
     scores = np.zeros((num_groups, num_groups))
     for offset in range(num_groups):
