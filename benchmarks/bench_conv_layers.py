@@ -8,8 +8,9 @@ JAX's `lax.conv_general_dilated` (XLA's own conv path, `--impls xla`), as JAX im
 (`ipcgan_jax.models.layers.conv_im2col`, `--impls im2col`) and as PyTorch's
 `conv2d` (oneDNN), each in its own subprocess, alternating (A B C A B C ...) for `--rounds`.
 `--impls xla_per_group im2col_per_group` add, for the grouped layers only, each path with
-the groups run as separate ungrouped convs, concatenated (`conv_per_group` here; measured,
-not adopted: benchmarks/README.md, "Grouped convs one group at a time").
+the groups run as separate ungrouped convs, concatenated (`models.layers.conv_per_group`;
+the demo's trunk trains this way, `conv_impl='xla_per_group'`: benchmarks/README.md,
+"Grouped convs one group at a time").
 Reports median ms, GFLOP/s (3x the forward FLOPs: forward, data and weight gradients; 2x
 for the frozen layers) and
 the ratios to PyTorch. `calls_per_step` says how often the step runs each layer
@@ -90,25 +91,13 @@ def _time(fn, repeats: int) -> list[float]:
     return times
 
 
-def conv_per_group(conv):
-    """`conv` (NHWC / HWIO) with a grouped conv run as one ungrouped conv per group,
-    concatenated: the same function (the form of AlexNet's TF port)."""
-    import jax.numpy as jnp
-
-    def grouped(lhs, rhs, *args, feature_group_count=1, **kwargs):
-        inputs = jnp.split(lhs, feature_group_count, axis=3)
-        kernels = jnp.split(rhs, feature_group_count, axis=3)
-        return jnp.concatenate([conv(x, w, *args, **kwargs) for x, w in zip(inputs, kernels)], axis=3)
-    return grouped
-
-
 def run_jax_worker(impl: str, batch: int, names: list[str], repeats: int) -> dict:
     import jax
     import jax.numpy as jnp
     import numpy as np
 
     sys.path.insert(0, ROOT)
-    from ipcgan_jax.models.layers import conv_im2col
+    from ipcgan_jax.models.layers import conv_im2col, conv_per_group
 
     plain = {"xla": jax.lax.conv_general_dilated, "im2col": conv_im2col}[impl.removesuffix(PER_GROUP)]
     conv = conv_per_group(plain) if impl.endswith(PER_GROUP) else plain

@@ -146,6 +146,8 @@ def classifier(task: str, variant: str = "") -> ml_collections.ConfigDict:
         # Dropout on fc6/fc7 (identity) or age_fc6/age_fc7 (age) while training only, as
         # in Caffe's AlexNet; the frozen networks in the GAN run without it.
         c.model = ml_collections.ConfigDict(dict(alexnet=alexnet(), dropout_rate=0.5))
+        # How AlexNet's grouped convs (conv2, conv4, conv5) run (models.layers.conv_function).
+        c.conv_impl = "xla"
     c.optimizer = ml_collections.ConfigDict(dict(
         name="momentum",             # 'momentum' (SGD, momentum 0.9) | 'adam' (AdamW)
         learning_rate=0.1 if task == "age_evaluator" else 0.01,
@@ -190,6 +192,12 @@ def classifier(task: str, variant: str = "") -> ml_collections.ConfigDict:
         else:
             c.model.alexnet.update(SMALL_ALEXNET[variant])
             c.model.dropout_rate = 0.0  # runs this short underfit; dropout only slows them
+            if variant == "demo":
+                # One ungrouped conv per group (the TF port's form, the same function): XLA's
+                # grouped conv ran the demo trunk's training 2.8x slower on a 2-core CPU (2 min
+                # 56 s against 1 min 2 s; benchmarks/README.md, "Grouped convs one group at a
+                # time"), time the first command's 15-minute budget does not have.
+                c.conv_impl = "xla_per_group"
         if task == "alexnet_identity":
             c.optimizer.head_learning_rate_multiplier = 1.0  # from scratch: no new layers
             # The synthetic identities carry no age, so without this term the trunk would

@@ -104,7 +104,7 @@ _CLASSIFIER = {
     "optimizer.momentum": FRACTION, "optimizer.weight_decay": NON_NEGATIVE,
     "optimizer.schedule": one_of("cosine", "constant"), "optimizer.warmup_steps": NON_NEGATIVE,
 }
-_ALEXNET_CLASSIFIER = {**_CLASSIFIER, **_ALEXNET, "model.dropout_rate": FRACTION}
+_ALEXNET_CLASSIFIER = {**_CLASSIFIER, **_ALEXNET, "model.dropout_rate": FRACTION, "conv_impl": one_of(*CONV_IMPLS)}
 FIELDS: dict[str, dict[str, Range | None]] = {
     "gan": _GAN,
     "alexnet_identity": {

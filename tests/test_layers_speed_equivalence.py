@@ -5,9 +5,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from ipcgan_jax.models import Discriminator, Generator
+from ipcgan_jax.models import AlexNet, Discriminator, Generator
 from ipcgan_jax.models.layers import (IM2COL_MIN_FEATURES, ConditionedConv, ConvTransposeSame, conv_function,
-                                     conv_im2col, conv_transpose_subpixel)
+                                     conv_im2col, conv_per_group, conv_transpose_subpixel)
 
 
 def _lax_conv_transpose(x, kernel, stride):
@@ -179,6 +179,38 @@ def test_im2col_conv_rejects_what_it_does_not_implement():
         conv_im2col(x, jnp.zeros((3, 3, 3, 2)), (1, 1), "SAME", dimension_numbers=("NHWC", "HWIO", "NHWC"))
 
 
+@pytest.mark.parametrize("inner", [jax.lax.conv_general_dilated, conv_im2col], ids=["xla", "im2col"])
+@pytest.mark.parametrize("groups,padding", [(2, "SAME"), (3, "VALID"), (2, ((1, 0), (2, 1))), (1, "SAME")])
+def test_per_group_conv_equals_the_grouped_conv_in_values_and_gradients(inner, groups, padding):
+    rng = np.random.default_rng(groups)
+    x = jnp.asarray(rng.normal(size=(2, 7, 8, 2 * groups)), jnp.float32)
+    kernel = jnp.asarray(rng.normal(size=(3, 3, 2, 4 * groups)), jnp.float32)
+
+    def conv(impl):
+        return lambda x, k: impl(x, k, (1, 1), padding, feature_group_count=groups,
+                                 dimension_numbers=("NHWC", "HWIO", "NHWC"))
+
+    _assert_same_values_and_gradients(conv(conv_per_group(inner)), conv(jax.lax.conv_general_dilated),
+                                      x, kernel, rng)
+
+
+def test_alexnet_per_group_shares_parameters_and_activations_with_the_grouped_conv():
+    """conv_impl 'xla_per_group' changes only how conv2, conv4 and conv5 run."""
+    images = jnp.asarray(np.random.default_rng(3).uniform(-120, 130, (2, 67, 67, 3)), jnp.float32)
+    widths = dict(conv_features=(8, 8, 8, 8, 8), fc_features=16, bottleneck_features=8, age_fc_features=16,
+                  num_identities=20)
+    grouped, per_group = AlexNet(**widths, conv_impl="xla"), AlexNet(**widths, conv_impl="xla_per_group")
+    params = grouped.init(jax.random.key(0), images)["params"]
+    assert jax.tree.map(jnp.shape, per_group.init(jax.random.key(0), images)["params"]) == \
+        jax.tree.map(jnp.shape, params)
+    expected = grouped.apply({"params": params}, images, outputs=("conv5", "age_logits"))
+    actual = per_group.apply({"params": params}, images, outputs=("conv5", "age_logits"))
+    for name in expected:
+        assert _relative_error(actual[name], expected[name]) < 1e-5, name
+    program = str(jax.make_jaxpr(lambda p: per_group.apply({"params": p}, images, outputs=("conv5",)))(params))
+    assert "feature_group_count=2" not in program and "feature_group_count=1" in program
+
+
 def test_conv_function_picks_the_implementation():
     assert conv_function("xla", 64) is jax.lax.conv_general_dilated
     assert conv_function("im2col", 64) is conv_im2col
@@ -186,6 +218,7 @@ def test_conv_function_picks_the_implementation():
     assert conv_function("im2col", IM2COL_MIN_FEATURES - 1) is jax.lax.conv_general_dilated
     expected = conv_im2col if jax.default_backend() == "cpu" else jax.lax.conv_general_dilated
     assert conv_function("auto", 64) is expected
+    assert conv_function("xla_per_group", 64) is not jax.lax.conv_general_dilated  # the per-group wrapper
     with pytest.raises(ValueError, match="conv_impl"):
         conv_function("fft", 64)
 
@@ -226,7 +259,15 @@ def test_config_conv_impl_reaches_the_networks_and_is_validated():
 
     config = config_file("g75_conv5")
     assert config.conv_impl == "auto"  # the paper's sizes: im2col on a CPU
-    assert config_file("demo").conv_impl == "xla"  # small networks: XLA's conv is faster
+    demo = config_file("demo")
+    assert demo.conv_impl == "xla"  # small networks: XLA's conv is faster
+    # The demo's trunk and age head train with the grouped convs one group at a time.
+    for task in ("alexnet_identity", "age_classifier"):
+        assert gan.build_alexnet(demo.pretrain[task]).conv_impl == "xla_per_group"
+        demo.pretrain[task].conv_impl = "fft"
+        with pytest.raises(configlib.ConfigError, match="conv_impl"):
+            configlib.validate_config(demo)
+        demo.pretrain[task].conv_impl = "xla_per_group"
     config.conv_impl = "im2col"
     assert gan.build_generator(config).conv_impl == gan.build_discriminator(config).conv_impl == "im2col"
     config.conv_impl = "fft"

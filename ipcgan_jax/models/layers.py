@@ -132,20 +132,40 @@ def conv_im2col(lhs: jax.Array, rhs: jax.Array, window_strides: Sequence[int],
 IM2COL_MIN_FEATURES = 16
 
 
+def conv_per_group(conv: Callable[..., jax.Array]) -> Callable[..., jax.Array]:
+    """`conv` (NHWC inputs, HWIO kernels) with a grouped conv run as one ungrouped conv per
+    group, concatenated: the same function, the form of AlexNet's TF port. On a CPU, XLA's
+    grouped conv runs far below the same work as separate convs (benchmarks/README.md,
+    "Grouped convs one group at a time")."""
+
+    def grouped(lhs: jax.Array, rhs: jax.Array, *args: Any, feature_group_count: int = 1,
+                **kwargs: Any) -> jax.Array:
+        if feature_group_count == 1:
+            return conv(lhs, rhs, *args, **kwargs)
+        inputs = jnp.split(lhs, feature_group_count, axis=3)
+        kernels = jnp.split(rhs, feature_group_count, axis=3)
+        return jnp.concatenate([conv(x, w, *args, **kwargs) for x, w in zip(inputs, kernels)], axis=3)
+
+    return grouped
+
+
 def conv_function(impl: str, features: int) -> Callable[..., jax.Array]:
     """The `conv_general_dilated` of a conv with `features` outputs under `impl`.
 
     'xla': `lax.conv_general_dilated`. 'im2col': `conv_im2col` where the conv has at least
     IM2COL_MIN_FEATURES outputs. 'auto': 'im2col' on a CPU backend, 'xla' on accelerators
-    (cuDNN). The same function either way, up to float summation order. On a CPU, XLA's
-    grouped convs, the sub-pixel deconvs' and the strided convs' weight gradients run 2-10x
-    below PyTorch's; as patches and one dot they come near it
+    (cuDNN). 'xla_per_group': XLA's conv, grouped convs one group at a time
+    (`conv_per_group`). The same function in every case, up to float summation order. On a
+    CPU, XLA's grouped convs, the sub-pixel deconvs' and the strided convs' weight gradients
+    run 2-10x below PyTorch's; as patches and one dot they come near it
     (benchmarks/bench_conv_layers.py).
     """
     if impl not in CONV_IMPLS:
         raise ValueError(f"conv_impl must be one of {CONV_IMPLS}, got {impl!r}")
     if impl == "auto":
         impl = "im2col" if jax.default_backend() == "cpu" else "xla"
+    if impl == "xla_per_group":
+        return conv_per_group(jax.lax.conv_general_dilated)
     return conv_im2col if impl == "im2col" and features >= IM2COL_MIN_FEATURES else jax.lax.conv_general_dilated
 
 
