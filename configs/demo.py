@@ -10,10 +10,12 @@ WORKDIR/age_evaluator, then the GAN. Six settings differ from the paper's run, e
 for a failure measured at this scale (below): target groups mixed within a batch, the
 identity loss on conv1 at weight 2.5e-6, no age-classifier loss, an L1 pixel term,
 upsampling by resize-conv and a residual output.
-Expect 10-17 minutes on a 2-core CPU (the same machine varied that much from day to day)
+Expect 9-15 minutes on a 2-core CPU (14 min 53 s on a slow day of the machine the README
+measured on; its speed varies from day to day)
 and sample grids in WORKDIR/samples/ of sharp faces that keep their identity and age
-toward 51+ (hairline, lines, greying), the older ones under faint horizontal lines across
-the face (README, "What the demo does", says what is still missed).
+toward 51+ (hairline, lines, greying), the older ones under faint horizontal lines and
+coloured streaks across forehead and hair (README, "What the demo does", says what is
+still missed).
 Evaluate: python main.py --config=configs/eval.py --workdir=workdirs/demo
 """
 import ml_collections
