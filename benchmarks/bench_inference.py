@@ -31,7 +31,7 @@ import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 
 from ipcgan_jax import configlib, gan  # noqa: E402
-from ipcgan_jax.constants import CAFFE_MEAN_BGR, NUM_AGE_GROUPS  # noqa: E402
+from ipcgan_jax.constants import CAFFE_MEAN_BGR, CONV_IMPLS, NUM_AGE_GROUPS  # noqa: E402
 from json_report import print_report, run_json  # noqa: E402
 
 DEFAULT_TORCH_PYTHON = "/tmp/torch_venv/bin/python"
@@ -127,7 +127,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--torch-threads", type=int, default=os.cpu_count())
     parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
     parser.add_argument("--deconv-impl", default=None, choices=["subpixel", "conv_transpose"])
-    parser.add_argument("--conv-impl", default=None, choices=["xla", "im2col", "auto"],
+    parser.add_argument("--conv-impl", default=None, choices=CONV_IMPLS,
                         help="how G's convs run (default: the config's, 'auto')")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--json", default=None)

@@ -10,8 +10,10 @@ the ratio.
 JAX side (this file, `--worker jax`): median / min / max ms over `--steps` timed steps
 after `--warmup`, images/s = batch / median, compile time (round 1 with an empty
 persistent compilation cache = cold; later rounds reuse the cache), XLA cost-analysis
-FLOPs per step and achieved GFLOP/s against this machine's float32 peak (a large matmul
-measured in the same run, and the FMA peak derived from lscpu).
+FLOPs per step of the program itself and of the model (the step with XLA's conv, one count
+for every `--conv-impl`: oneDNN's calls are invisible to XLA's count), and achieved GFLOP/s
+on the model's count against this machine's float32 peak (a large matmul measured in the
+same run, and the FMA peak derived from lscpu).
 PyTorch side: benchmarks/torch_reference.py (an independent PyTorch implementation of the
 same networks and step; `--torch-script` picks another) in the torch venv (`--torch-python`),
 with `--bf16` for the bfloat16 rows. The JAX bfloat16 rows use
@@ -19,7 +21,7 @@ with `--bf16` for the bfloat16 rows. The JAX bfloat16 rows use
 
 Usage:
   python benchmarks/bench_step.py [--batch 8 32] [--dtype float32 bfloat16] [--rounds 2]
-      [--steps 5] [--warmup 1] [--conv-impl xla im2col] [--no-torch] [--deconv-impl subpixel]
+      [--steps 5] [--warmup 1] [--conv-impl auto onednn] [--no-torch] [--deconv-impl subpixel]
       [--json FILE]
   python benchmarks/bench_step.py --worker jax --batch 8 --dtype float32 --cache-dir DIR
 """
@@ -34,7 +36,7 @@ import sys
 import tempfile
 import time
 
-from ipcgan_jax.constants import CAFFE_MEAN_BGR
+from ipcgan_jax.constants import CAFFE_MEAN_BGR, CONV_IMPLS
 from json_report import print_report, run_json  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -148,6 +150,11 @@ def run_jax_worker(args) -> dict:
     cost = compiled.cost_analysis()
     cost = cost[0] if isinstance(cost, (list, tuple)) else cost
     flops = float(cost.get("flops", float("nan")))
+    # The model's FLOPs, one count for every conv_impl: XLA's analysis of the step with XLA's
+    # conv, before optimisation (im2col's patches add work; oneDNN's calls are not counted).
+    xla_config = faithful_config(args.batch[0], args.dtype[0], args.deconv_impl, "xla")
+    model_cost = jax.jit(gan.make_train_step(xla_config)).lower(state, pool[0], frozen).cost_analysis()
+    model_flops = float(model_cost.get("flops", float("nan")))
 
     rng = np.random.default_rng(args.seed)
     times = []
@@ -172,8 +179,8 @@ def run_jax_worker(args) -> dict:
                   median_ms=round(median * 1e3, 1), min_ms=round(min(times) * 1e3, 1),
                   max_ms=round(max(times) * 1e3, 1), images_per_s=round(config.batch_size / median, 3),
                   trace_s=round(traced_s, 2), compile_s=round(compile_s, 2),
-                  cost_analysis_gflop_per_step=round(flops / 1e9, 2),
-                  achieved_gflops=round(flops / median / 1e9, 2), steps=args.steps, warmup=args.warmup,
+                  cost_analysis_gflop_per_step=round(flops / 1e9, 2), model_gflop_per_step=round(model_flops / 1e9, 2),
+                  achieved_gflops=round(model_flops / median / 1e9, 2), steps=args.steps, warmup=args.warmup,
                   xla_flags=os.environ.get("XLA_FLAGS", ""), last_losses=losses)
     if args.measure_peak:
         result["matmul_peak_gflops"] = round(measure_matmul_peak(), 1)
@@ -219,9 +226,9 @@ def _jax_summary(runs: list[dict]) -> dict:
                        compile_cold_s=good[0]["compile_s"] if runs[0] is good[0] else None,
                        compile_cached_s=(statistics.median(r["compile_s"] for r in good[1:])
                                          if len(good) > 1 else None),
-                       cost_analysis_gflop_per_step=good[0]["cost_analysis_gflop_per_step"])
-        summary["achieved_gflops"] = round(
-            good[0]["cost_analysis_gflop_per_step"] / (summary["median_ms"] / 1e3), 2)
+                       cost_analysis_gflop_per_step=good[0]["cost_analysis_gflop_per_step"],
+                       model_gflop_per_step=good[0]["model_gflop_per_step"])
+        summary["achieved_gflops"] = round(good[0]["model_gflop_per_step"] / (summary["median_ms"] / 1e3), 2)
     return summary
 
 
@@ -271,14 +278,14 @@ def run_comparison(args) -> dict:
             report["machine"]["matmul_peak_gflops_measured"] = run["matmul_peak_gflops"]
     peak = report["machine"].get("matmul_peak_gflops_measured")
     for row in report["results"]:
-        flops = next((s["cost_analysis_gflop_per_step"] for s in row["jax"].values()
-                      if "cost_analysis_gflop_per_step" in s), None)
+        flops = next((s["model_gflop_per_step"] for s in row["jax"].values()
+                      if "model_gflop_per_step" in s), None)
         for summary in row["jax"].values():
             if peak and "achieved_gflops" in summary:
                 summary["fraction_of_matmul_peak"] = round(summary["achieved_gflops"] / peak, 3)
         if "torch" in row and flops and "error" not in row["torch"]:
-            # Same networks and step: XLA's FLOP count (of XLA's conv path) applies to both
-            # (PyTorch's own counter agreed within 5% in the probe).
+            # Same networks and step: the model's FLOP count (XLA's, of its conv path) applies
+            # to both (PyTorch's own counter agreed within 5% in the probe).
             row["torch"]["achieved_gflops"] = round(flops / (row["torch"]["median_ms"] / 1e3), 2)
     report["load_avg_end"] = [round(x, 2) for x in os.getloadavg()]
     return report
@@ -294,7 +301,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--deconv-impl", default=None, choices=["subpixel", "conv_transpose"],
                         help="transposed-conv implementation (default: the config default)")
-    parser.add_argument("--conv-impl", nargs="+", default=None, choices=["xla", "im2col", "auto"],
+    parser.add_argument("--conv-impl", nargs="+", default=None, choices=CONV_IMPLS,
                         help="how the convs run, one JAX program each, alternating (default: the config's)")
     parser.add_argument("--no-torch", action="store_true", help="JAX only (e.g. on a GPU machine)")
     parser.add_argument("--torch-python", default=DEFAULT_TORCH_PYTHON)

@@ -76,11 +76,12 @@ def gan(variant: str = "") -> ml_collections.ConfigDict:
     c.num_steps = 400_000
     c.batch_size = 32
     c.compute_dtype = "float32"
-    # How G's and D's convs and AlexNet's grouped convs run: 'xla' (XLA's conv), 'im2col'
-    # (patches + one dot) or 'auto' (im2col on a CPU, XLA's conv on accelerators): the same
-    # functions up to float rounding. On this 2-core CPU 'auto' made the paper's step 1.9x
-    # faster at batch 32 (benchmarks/README.md); the small variants below keep XLA's conv.
-    c.conv_impl = "auto"
+    # How the convs run (models.layers.conv_function): 'onednn' (oneDNN, PyTorch's CPU conv
+    # library, on a CPU; XLA's conv on accelerators), 'xla', 'im2col' (patches + one dot),
+    # 'auto' (im2col on a CPU) or 'xla_per_group': the same functions up to float rounding.
+    # On this 2-core CPU 'onednn' ran the paper's step as fast as PyTorch, 1.3x faster than
+    # 'auto' (benchmarks/README.md); of the small variants below, 'quick' keeps XLA's conv.
+    c.conv_impl = "onednn"
     c.data = data()
     c.model = ml_collections.ConfigDict(dict(
         # deconv_impl: how G's transposed convs are computed, the same function either way:
@@ -245,14 +246,15 @@ SMALL_AGE_EVALUATOR = {
     "quick": dict(stage_features=(4, 8), blocks_per_stage=1, image_size=32),
     "demo": dict(stage_features=(16, 32, 64), blocks_per_stage=1, image_size=64),
 }
-# conv_impl 'xla': on the small networks XLA's conv is faster (the demo's step took 294 ms
-# with it, 359 ms with im2col, one process, alternating).
+# conv_impl: 'xla' for 'quick' (tiny networks: compile time dominates); 'onednn' for the
+# demo, whose step took 308 ms with it against 360 ms with XLA's conv (one process,
+# alternating; 294 ms with XLA's conv and 359 ms with im2col in an earlier comparison).
 SMALL_GAN = {
     "quick": dict(num_steps=6, batch_size=8, log_every=1, sample_every=3, num_sample_faces=4, conv_impl="xla",
                   checkpoint=dict(every=3, keep_every=0),
                   model=dict(generator=dict(base_features=4, num_res_blocks=2),
                              discriminator=dict(base_features=4, out_features=8))),
-    "demo": dict(num_steps=1200, batch_size=16, log_every=20, sample_every=200, num_sample_faces=8, conv_impl="xla",
+    "demo": dict(num_steps=1600, batch_size=16, log_every=20, sample_every=200, num_sample_faces=8, conv_impl="onednn",
                  checkpoint=dict(every=200, keep_every=0),
                  model=dict(generator=dict(base_features=8, num_res_blocks=6),
                             discriminator=dict(base_features=16, out_features=32))),

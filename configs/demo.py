@@ -3,15 +3,15 @@
   python main.py --config=configs/demo.py --workdir=workdirs/demo
 
 Runs the paper's code paths (configs/g75_conv5.py; `configs/g75_conv5.py:demo` is this
-file), only smaller: 64x64 faces, narrower networks, batch 16, 1,200 steps
-(configs/defaults.py, the 'demo' rows of the small-variant tables). It first trains its
+file), only smaller: 64x64 faces, narrower networks, batch 16, 1,600 steps with oneDNN's
+convolutions (configs/defaults.py, the 'demo' rows of the small-variant tables). It first trains its
 own small frozen networks into WORKDIR/alexnet_identity, WORKDIR/age_classifier and
 WORKDIR/age_evaluator, then the GAN. Six settings differ from the paper's run, each
 for a failure measured at this scale (below): target groups mixed within a batch, the
 identity loss on conv1 at weight 2.5e-6, no age-classifier loss, an L1 pixel term,
 upsampling by resize-conv and a residual output.
-Expect 9-15 minutes on a 2-core CPU (14 min 53 s on a slow day of the machine the README
-measured on; its speed varies from day to day)
+Expect 9-15 minutes on a 2-core CPU (13 min 51 s on the machine the README measured on,
+2026-11-29; its speed varies from day to day)
 and sample grids in WORKDIR/samples/ of sharp faces that keep their identity and age
 toward 51+ (hairline, lines, greying), the older ones under faint horizontal lines and
 coloured streaks across forehead and hair (README, "What the demo does", says what is

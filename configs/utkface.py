@@ -123,6 +123,9 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
         config.num_steps = steps["gan"]
         if variant == "cpu":
             config.checkpoint.every, config.sample_every = 500, 500
+            # The shipped model (ipcgan_jax/pretrained/utkface_cpu) was trained with XLA's
+            # conv; the demo's table has since moved to oneDNN's, the same function.
+            config.conv_impl = "xla"
     for task, sub in config.pretrain.items():
         utkface_data(sub.data, data_dir, flip=True)
         if steps:

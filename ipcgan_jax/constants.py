@@ -48,9 +48,10 @@ FEATURE_LAYERS = ("conv1", "conv2", "conv3", "conv4", "conv5", "pool5", "fc6", "
 # own statistics.
 BN_MODES = ("moving", "single")
 # How the networks' convolutions run (models.layers.conv_function): XLA's conv, im2col +
-# dot, 'auto' (im2col on a CPU backend, XLA's conv elsewhere), or 'xla_per_group' (XLA's
-# conv, a grouped conv as one ungrouped conv per group: the form of AlexNet's TF port).
-CONV_IMPLS = ("xla", "im2col", "auto", "xla_per_group")
+# dot, 'auto' (im2col on a CPU backend, XLA's conv elsewhere), 'xla_per_group' (XLA's
+# conv, a grouped conv as one ungrouped conv per group: the form of AlexNet's TF port), or
+# 'onednn' (oneDNN's conv on a CPU backend, XLA's conv elsewhere: models.onednn).
+CONV_IMPLS = ("xla", "im2col", "auto", "xla_per_group", "onednn")
 
 # Input pipelines of the trainers (config data.backend): tf.data, or numpy without TensorFlow.
 DATA_BACKENDS = ("tfdata", "numpy")

@@ -141,11 +141,20 @@ def make_train_step(config: ml_collections.ConfigDict):
                 batch["source_g"], target, train=True, mutable=["batch_stats"])
             d_fake = discriminator.apply({"params": d_params, "batch_stats": d_stats},
                                          generated, target, train=True)
-            wanted = ("age_logits", feature_layer) if feature_layer else ("age_logits",)
-            generated_act = alexnet.apply(
-                {"params": frozen_alexnet},
-                preprocessing.generator_output_to_alexnet_input(generated, alexnet_size),
-                outputs=wanted)
+            alexnet_input = preprocessing.generator_output_to_alexnet_input(generated, alexnet_size)
+            if weights.age_weight:
+                wanted = ("age_logits", feature_layer) if feature_layer else ("age_logits",)
+                generated_act = alexnet.apply({"params": frozen_alexnet}, alexnet_input, outputs=wanted)
+            else:
+                # No age loss: the age head runs on a stop-gradient copy, for the logged loss
+                # and accuracy only, so the backward pass ends at the feature layer instead of
+                # differentiating the whole AlexNet to multiply by zero (the same gradient;
+                # XLA computes the shared convs once).
+                generated_act = (alexnet.apply({"params": frozen_alexnet}, alexnet_input,
+                                               outputs=(feature_layer,)) if feature_layer else {})
+                generated_act["age_logits"] = alexnet.apply(
+                    {"params": frozen_alexnet}, jax.lax.stop_gradient(alexnet_input),
+                    outputs=("age_logits",))["age_logits"]
             raw = {"adversarial": losses.generator_adversarial_loss(d_fake=d_fake),
                    "age": losses.age_classification_loss(logits=generated_act["age_logits"],
                                                          age_group=target)}

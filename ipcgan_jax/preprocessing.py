@@ -8,8 +8,11 @@ generator output reaches AlexNet as it did in the original.
 """
 from __future__ import annotations
 
+import functools
+
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from ipcgan_jax.constants import CAFFE_MEAN_BGR
 from ipcgan_jax.data.legacy_resize import legacy_source_coords
@@ -19,12 +22,27 @@ def legacy_resize_bilinear(images: jax.Array, height: int, width: int) -> jax.Ar
     """TF1 `tf.image.resize_bilinear(images, (height, width), align_corners=False)`.
 
     images: (N, H, W, C). Interpolates along x first, then y, in the order of TF's CPU
-    kernel, so results agree with TF to float round-off. Differentiable.
+    kernel, so results agree with TF to float round-off. Differentiable: the gradient is
+    the resize's adjoint as two small matrix products (`_resize_adjoint`).
     """
     images = images.astype(jnp.promote_types(images.dtype, jnp.float32))
-    _, in_h, in_w, _ = images.shape
-    if (in_h, in_w) == (height, width):
+    if images.shape[1:3] == (height, width):
         return images
+    return _legacy_resize(images, height, width)
+
+
+def _interpolation_matrix(in_size: int, out_size: int) -> np.ndarray:
+    """(out_size, in_size): row o holds the weights of output coordinate o on the inputs."""
+    low, high, fraction = legacy_source_coords(in_size, out_size)
+    matrix = np.zeros((out_size, in_size), np.float32)
+    np.add.at(matrix, (np.arange(out_size), low), 1.0 - fraction)
+    np.add.at(matrix, (np.arange(out_size), high), fraction)
+    return matrix
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(1, 2))
+def _legacy_resize(images: jax.Array, height: int, width: int) -> jax.Array:
+    _, in_h, in_w, _ = images.shape
     y_lo, y_hi, fy = legacy_source_coords(in_h, height)
     x_lo, x_hi, fx = legacy_source_coords(in_w, width)
     fx = jnp.asarray(fx, images.dtype)[None, None, :, None]
@@ -33,6 +51,24 @@ def legacy_resize_bilinear(images: jax.Array, height: int, width: int) -> jax.Ar
     top = top_rows[:, :, x_lo] + (top_rows[:, :, x_hi] - top_rows[:, :, x_lo]) * fx
     bottom = bottom_rows[:, :, x_lo] + (bottom_rows[:, :, x_hi] - bottom_rows[:, :, x_lo]) * fx
     return top + (bottom - top) * fy
+
+
+def _legacy_resize_fwd(images: jax.Array, height: int, width: int):
+    return _legacy_resize(images, height, width), images.shape
+
+
+def _resize_adjoint(height: int, width: int, shape: tuple, cotangent: jax.Array):
+    """The resize is linear, out = Ry x Rx^T per image and channel, so its gradient is
+    Ry^T g Rx: two matrix products. Autodiff of the gathers gives the same sums as
+    scatter-adds, which ran 5-6% of the demo's step on a CPU (benchmarks/README.md)."""
+    _, in_h, in_w, _ = shape
+    rows = jnp.asarray(_interpolation_matrix(in_h, height), cotangent.dtype)
+    cols = jnp.asarray(_interpolation_matrix(in_w, width), cotangent.dtype)
+    along_y = jnp.einsum("oh,nowc->nhwc", rows, cotangent, precision=jax.lax.Precision.HIGHEST)
+    return (jnp.einsum("pw,nhpc->nhwc", cols, along_y, precision=jax.lax.Precision.HIGHEST),)
+
+
+_legacy_resize.defvjp(_legacy_resize_fwd, _resize_adjoint)
 
 
 def pixels_to_generator_input(pixels: jax.Array, size: int) -> jax.Array:

@@ -51,7 +51,7 @@ def test_config_file_loads_locked_and_validates(spec):
 def test_demo_is_the_demo_variant_of_the_paper_config():
     demo = load("demo.py")
     assert demo == load("g75_conv5.py:demo")
-    assert demo.num_steps == 1200 and demo.batch_size == 16 and demo.data.image_size == 64
+    assert demo.num_steps == 1600 and demo.batch_size == 16 and demo.data.image_size == 64
     # The settings that differ from the paper's run at this scale.
     assert demo.data.mixed_age is True
     assert (demo.loss.feature_layer, demo.loss.feature_weight, demo.loss.age_weight, demo.loss.pixel_weight) == (
@@ -117,7 +117,7 @@ def test_ablation_config_reproduces_the_former_files(former):
     assert config == paper
     # The small variants: the variant's values, then the ablation's.
     demo = load(f"g75_ablation.py:{arg},variant=demo")
-    assert demo.loss.feature_weight == 2.5e-6 and demo.data.mixed_age is True and demo.num_steps == 1200
+    assert demo.loss.feature_weight == 2.5e-6 and demo.data.mixed_age is True and demo.num_steps == 1600
     assert demo.loss.feature_layer == (changed["feature_layer"] if "feature_layer=" in arg else "conv1")
     assert demo.loss.age_weight == (changed["age_weight"] if "age_weight=" in arg else 0.0)
     quick = load(f"g75_ablation.py:{arg},variant=quick")

@@ -5,7 +5,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from ipcgan_jax.models import AlexNet, Discriminator, Generator
+from ipcgan_jax.models import AlexNet, Discriminator, Generator, onednn
 from ipcgan_jax.models.layers import (IM2COL_MIN_FEATURES, ConditionedConv, ConvTransposeSame, conv_function,
                                      conv_im2col, conv_per_group, conv_transpose_subpixel)
 
@@ -223,18 +223,22 @@ def test_conv_function_picks_the_implementation():
         conv_function("fft", 64)
 
 
-@pytest.mark.parametrize("deconv_impl", ["subpixel", "resize_conv"])
-def test_generator_and_discriminator_conv_impls_share_parameters_and_outputs(deconv_impl):
-    """Widths at the im2col threshold, so both paths run inside the networks."""
+@pytest.mark.parametrize("fast_impl,deconv_impl", [("im2col", "subpixel"), ("im2col", "resize_conv"),
+                                                   ("onednn", "subpixel"), ("onednn", "resize_conv")])
+def test_generator_and_discriminator_conv_impls_share_parameters_and_outputs(fast_impl, deconv_impl):
+    """Widths at the im2col threshold, so both paths run inside the networks; 'onednn'
+    (tests/test_onednn.py) runs every conv in oneDNN."""
+    if fast_impl == "onednn" and (jax.default_backend() != "cpu" or not onednn.is_available()):
+        pytest.skip("oneDNN runs on a CPU backend, with the onednn-cpu-gomp wheel")
     rng = np.random.default_rng(2)
     images = jnp.asarray(rng.uniform(-120, 130, (2, 16, 16, 3)), jnp.float32)
     age_group = jnp.asarray([0, 4])
     nets = {impl: (Generator(base_features=16, num_res_blocks=1, deconv_impl=deconv_impl, conv_impl=impl),
-                   Discriminator(base_features=16, out_features=16, conv_impl=impl)) for impl in ("xla", "im2col")}
+                   Discriminator(base_features=16, out_features=16, conv_impl=impl)) for impl in ("xla", fast_impl)}
     g_vars = nets["xla"][0].init(jax.random.key(0), images, age_group, train=True)
     d_vars = nets["xla"][1].init(jax.random.key(1), images / 128, age_group, train=True)
-    for net, variables in zip(nets["im2col"], (g_vars, d_vars)):
-        inputs = images if net is nets["im2col"][0] else images / 128
+    for net, variables in zip(nets[fast_impl], (g_vars, d_vars)):
+        inputs = images if net is nets[fast_impl][0] else images / 128
         assert jax.tree.map(jnp.shape, net.init(jax.random.key(0), inputs, age_group, train=True)) == \
             jax.tree.map(jnp.shape, variables)
 
@@ -244,13 +248,14 @@ def test_generator_and_discriminator_conv_impls_share_parameters_and_outputs(dec
         return jnp.sum(nets[impl][1].apply(d_vars, out, age_group, train=True, mutable=["batch_stats"])[0] ** 2), out
 
     (loss_xla, out_xla), grads_xla = jax.value_and_grad(g_loss, argnums=1, has_aux=True)("xla", g_vars["params"])
-    (loss_i2c, out_i2c), grads_i2c = jax.value_and_grad(g_loss, argnums=1, has_aux=True)("im2col", g_vars["params"])
-    assert _relative_error(out_i2c, out_xla) < 1e-5
-    assert _relative_error(loss_i2c, loss_xla) < 1e-5
+    (loss_new, out_new), grads_new = jax.jit(jax.value_and_grad(g_loss, argnums=1, has_aux=True),
+                                             static_argnums=0)(fast_impl, g_vars["params"])
+    assert _relative_error(out_new, out_xla) < 1e-5
+    assert _relative_error(loss_new, loss_xla) < 1e-5
     # One scale for all leaves: the conv biases before a BN get gradients that are zero up to
     # round-off, so a per-leaf relative error would compare noise with noise.
     flat = lambda tree: jnp.concatenate([jnp.ravel(x) for x in jax.tree.leaves(tree)])  # noqa: E731
-    assert _relative_error(flat(grads_i2c), flat(grads_xla)) < 1e-4
+    assert _relative_error(flat(grads_new), flat(grads_xla)) < 1e-4
 
 
 def test_config_conv_impl_reaches_the_networks_and_is_validated():
@@ -258,9 +263,9 @@ def test_config_conv_impl_reaches_the_networks_and_is_validated():
     from tests.helpers import config_file
 
     config = config_file("g75_conv5")
-    assert config.conv_impl == "auto"  # the paper's sizes: im2col on a CPU
+    assert config.conv_impl == "onednn"  # the paper's sizes: oneDNN on a CPU
     demo = config_file("demo")
-    assert demo.conv_impl == "xla"  # small networks: XLA's conv is faster
+    assert demo.conv_impl == "onednn" and config_file("g75_conv5", "quick").conv_impl == "xla"
     # The demo's trunk and age head train with the grouped convs one group at a time.
     for task in ("alexnet_identity", "age_classifier"):
         assert gan.build_alexnet(demo.pretrain[task]).conv_impl == "xla_per_group"

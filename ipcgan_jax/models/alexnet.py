@@ -42,7 +42,8 @@ class AlexNet(nn.Module):
     Order per block is conv, ReLU, max-pool, LRN; conv2, conv4, conv5 use 2 groups.
     Widths default to the original's; quick configs shrink them.
     conv_impl: how the grouped convs (conv2, conv4, conv5) run (layers.conv_function); the
-    others keep XLA's conv, which was faster inside the training step on a CPU.
+    others keep XLA's conv, which was faster inside the training step on a CPU than im2col,
+    except under 'onednn', which runs every conv.
     """
 
     conv_features: Sequence[int] = (96, 256, 384, 384, 256)
@@ -64,7 +65,8 @@ class AlexNet(nn.Module):
         conv = lambda feat, k, s, pad, groups, name: nn.Conv(  # noqa: E731
             feat, (k, k), strides=(s, s), padding=pad, feature_group_count=groups,
             dtype=self.dtype, param_dtype=jnp.float32, name=name,
-            conv_general_dilated=conv_function(self.conv_impl, feat) if groups > 1 else None)
+            conv_general_dilated=(conv_function(self.conv_impl, feat)
+                                  if groups > 1 or self.conv_impl == "onednn" else None))
         dense = lambda feat, name: nn.Dense(feat, dtype=self.dtype, param_dtype=jnp.float32, name=name)  # noqa: E731
         pool = lambda x: nn.max_pool(x, (3, 3), strides=(2, 2), padding="VALID")  # noqa: E731
         c1, c2, c3, c4, c5 = self.conv_features

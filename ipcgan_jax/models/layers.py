@@ -6,6 +6,8 @@ TF1's zero-debiased BatchNorm and `tf.nn.conv2d_transpose` with TF's kernel layo
 """
 from __future__ import annotations
 
+import functools
+import logging
 from typing import Any, Callable, Sequence
 
 import flax.linen as nn
@@ -14,6 +16,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from ipcgan_jax.constants import CONV_IMPLS
+from ipcgan_jax.models import onednn
 
 Dtype = Any
 
@@ -149,16 +152,24 @@ def conv_per_group(conv: Callable[..., jax.Array]) -> Callable[..., jax.Array]:
     return grouped
 
 
+@functools.cache
+def _warn_onednn_missing() -> None:
+    logging.warning("conv_impl 'onednn': no oneDNN library at %s (%s); running im2col instead, "
+                    "the same function, about 1.3x slower", onednn.library_path(), onednn.INSTALL_HINT)
+
+
 def conv_function(impl: str, features: int) -> Callable[..., jax.Array]:
     """The `conv_general_dilated` of a conv with `features` outputs under `impl`.
 
     'xla': `lax.conv_general_dilated`. 'im2col': `conv_im2col` where the conv has at least
     IM2COL_MIN_FEATURES outputs. 'auto': 'im2col' on a CPU backend, 'xla' on accelerators
     (cuDNN). 'xla_per_group': XLA's conv, grouped convs one group at a time
-    (`conv_per_group`). The same function in every case, up to float summation order. On a
-    CPU, XLA's grouped convs, the sub-pixel deconvs' and the strided convs' weight gradients
-    run 2-10x below PyTorch's; as patches and one dot they come near it
-    (benchmarks/bench_conv_layers.py).
+    (`conv_per_group`). 'onednn': oneDNN's conv on a CPU backend (`onednn.conv_onednn`; 'auto'
+    where its library is not installed, with a warning), XLA's conv elsewhere. The same
+    function in every case, up to float summation order. On a CPU, XLA's grouped convs, the
+    sub-pixel deconvs' and the strided convs' weight gradients run 2-10x below PyTorch's;
+    as patches and one dot they come near it, and oneDNN runs them at PyTorch's rate
+    (benchmarks/bench_conv_layers.py, bench_step.py).
     """
     if impl not in CONV_IMPLS:
         raise ValueError(f"conv_impl must be one of {CONV_IMPLS}, got {impl!r}")
@@ -166,6 +177,13 @@ def conv_function(impl: str, features: int) -> Callable[..., jax.Array]:
         impl = "im2col" if jax.default_backend() == "cpu" else "xla"
     if impl == "xla_per_group":
         return conv_per_group(jax.lax.conv_general_dilated)
+    if impl == "onednn":
+        if jax.default_backend() != "cpu":
+            return jax.lax.conv_general_dilated
+        if not onednn.is_available():
+            _warn_onednn_missing()
+            return conv_function("auto", features)
+        return onednn.conv_onednn
     return conv_im2col if impl == "im2col" and features >= IM2COL_MIN_FEATURES else jax.lax.conv_general_dilated
 
 
