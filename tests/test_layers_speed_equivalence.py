@@ -151,8 +151,12 @@ def test_im2col_conv_equals_lax_values_and_gradients(size, cin, cout, kernel_siz
     _assert_same_values_and_gradients(conv(conv_im2col), conv(jax.lax.conv_general_dilated), x, kernel, rng)
 
 
-def test_im2col_conv_matches_a_direct_sum_over_the_taps():
+@pytest.mark.parametrize("impl", ["im2col", "onednn"])
+def test_conv_impl_matches_a_direct_sum_over_the_taps(impl):
     """Independent of lax: y[i, j] = sum over taps of x_padded[s*i + kh, s*j + kw] @ kernel[kh, kw]."""
+    if impl == "onednn" and (jax.default_backend() != "cpu" or not onednn.is_available()):
+        pytest.skip("oneDNN runs on a CPU backend, with the onednn-cpu-gomp wheel")
+    conv = {"im2col": conv_im2col, "onednn": onednn.conv_onednn}[impl]
     rng = np.random.default_rng(3)
     x = rng.normal(size=(1, 6, 5, 3))
     kernel = rng.normal(size=(4, 4, 3, 2))
@@ -164,8 +168,8 @@ def test_im2col_conv_matches_a_direct_sum_over_the_taps():
             for kh in range(4):
                 for kw in range(4):
                     expected[0, i, j] += padded[0, stride * i + kh, stride * j + kw] @ kernel[kh, kw]
-    actual = conv_im2col(jnp.asarray(x, jnp.float32), jnp.asarray(kernel, jnp.float32), (stride, stride),
-                         "SAME", dimension_numbers=("NHWC", "HWIO", "NHWC"))
+    actual = conv(jnp.asarray(x, jnp.float32), jnp.asarray(kernel, jnp.float32), (stride, stride),
+                  "SAME", dimension_numbers=("NHWC", "HWIO", "NHWC"))
     assert _relative_error(actual, expected) < 1e-6
 
 
