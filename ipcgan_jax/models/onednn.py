@@ -38,8 +38,7 @@ INSTALL_HINT = "pip install onednn-cpu-gomp==2023.2.0 (in requirements.txt)"
 _F32, _CPU, _STREAM_DEFAULT, _SCRATCHPAD_USER = 3, 1, 1, 1
 _TAG_ANY, _TAG_NHWC, _TAG_HWIO, _TAG_GROUPED_HWIO = 1, 22, 28, 39  # grouped: goihw stored as decab
 _FORWARD_TRAINING, _CONVOLUTION_DIRECT = 64, 1
-_QUERY_IMPL_INFO, _QUERY_SRC, _QUERY_WEIGHTS, _QUERY_DIFF_WEIGHTS, _QUERY_DIFF_DST, _QUERY_SCRATCHPAD = (
-    8, 129, 131, 132, 134, 136)
+_QUERY_SRC, _QUERY_WEIGHTS, _QUERY_DIFF_WEIGHTS, _QUERY_DIFF_DST, _QUERY_SCRATCHPAD = 129, 131, 132, 134, 136
 _ARG_SRC, _ARG_DST, _ARG_WEIGHTS, _ARG_SCRATCHPAD = 1, 17, 33, 80
 _ARG_DIFF_SRC, _ARG_DIFF_DST, _ARG_DIFF_WEIGHTS = 129, 145, 161
 
@@ -65,13 +64,13 @@ class _Runtime:
         if not os.path.exists(path):
             raise RuntimeError(f"conv_impl 'onednn' needs the oneDNN library, not found at {path}: "
                                f"{INSTALL_HINT}, or set {LIBRARY_ENV}")
-        # OpenMP threads that spin after each call would take the cores XLA's own threads need.
+        # OpenMP threads that spin after each call take the cores XLA's own threads need
+        # (spinning ran the batch-8 step 5-6% slower: benchmarks/README.md).
         os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
         lib = ctypes.CDLL(path)
         p = ctypes.c_void_p
         lib.dnnl_primitive_desc_query_md.restype = p
         lib.dnnl_primitive_desc_query_md.argtypes = [p, ctypes.c_int, ctypes.c_int]
-        lib.dnnl_primitive_desc_query.argtypes = [p, ctypes.c_int, ctypes.c_int, p]
         lib.dnnl_memory_desc_get_size.restype = ctypes.c_size_t
         lib.dnnl_memory_desc_get_size.argtypes = [p]
         lib.dnnl_memory_desc_equal.argtypes = [p, p]
