@@ -116,3 +116,13 @@ def test_conv_function_onednn_and_alexnet_share_parameters_and_outputs():
         assert _relative_error(actual[name], expected[name]) < 1e-5, name
     program = str(jax.make_jaxpr(lambda p: fast.apply({"params": p}, alex_images, outputs=("conv5",)))(params))
     assert "conv_general_dilated" not in program and program.count("ffi_call") == 5
+
+
+def test_conv_function_without_the_library_runs_im2col_and_says_so(monkeypatch, tmp_path, caplog):
+    from ipcgan_jax.models import layers
+    monkeypatch.setenv(onednn.LIBRARY_ENV, str(tmp_path / "libdnnl.so.3"))
+    layers._warn_onednn_missing.cache_clear()
+    with caplog.at_level("WARNING"):
+        assert conv_function("onednn", 64) is conv_function("auto", 64)
+    assert "onednn-cpu-gomp" in caplog.text and "im2col" in caplog.text
+    layers._warn_onednn_missing.cache_clear()

@@ -155,9 +155,8 @@ class _Conv:
 
     def __init__(self, rt: _Runtime, key: tuple) -> None:
         (n, h, w, c), (kh, kw, _, o), strides, pads, groups = key
-        out_h = (h + sum(pads[0]) - kh) // strides[0] + 1
-        out_w = (w + sum(pads[1]) - kw) // strides[1] + 1
-        self.rt, self.out_shape = rt, (n, out_h, out_w, o)
+        _, out_h, out_w, _ = _output_shape(key)
+        self.rt = rt
         self.src = rt.memory_desc((n, c, h, w), _TAG_NHWC)
         self.dst = rt.memory_desc((n, o, out_h, out_w), _TAG_NHWC)
         if groups == 1:
