@@ -22,7 +22,7 @@ with `--bf16` for the bfloat16 rows. The JAX bfloat16 rows use
 Usage:
   python benchmarks/bench_step.py [--batch 8 32] [--dtype float32 bfloat16] [--rounds 2]
       [--steps 5] [--warmup 1] [--conv-impl auto onednn] [--no-torch] [--deconv-impl subpixel]
-      [--json FILE]
+      [--torch-device cuda] [--torch-variants nchw channels-last compile] [--json FILE]
   python benchmarks/bench_step.py --worker jax --batch 8 --dtype float32 --cache-dir DIR
 """
 from __future__ import annotations
@@ -202,9 +202,15 @@ def jax_command(args, batch: int, dtype: str, conv_impl: str | None, cache_dir: 
     return command + (["--measure-peak"] if measure_peak else [])
 
 
-def torch_command(args, batch: int, dtype: str) -> list[str]:
+# PyTorch's variants (--torch-variants): torch_reference.py's flags for each.
+TORCH_VARIANTS = {"nchw": [], "channels-last": ["--channels-last"], "compile": ["--compile"],
+                  "channels-last+compile": ["--channels-last", "--compile"]}
+
+
+def torch_command(args, batch: int, dtype: str, variant: str = "nchw") -> list[str]:
     command = [args.torch_python, args.torch_script, "--batch", str(batch), "--steps", str(args.steps),
-               "--warmup", str(args.warmup), "--threads", str(args.torch_threads), "--seed", str(args.seed)]
+               "--warmup", str(args.warmup), "--threads", str(args.torch_threads), "--seed", str(args.seed),
+               "--device", args.torch_device, *TORCH_VARIANTS[variant]]
     return command + (["--bf16"] if dtype == "bfloat16" else [])
 
 
@@ -235,7 +241,8 @@ def _jax_summary(runs: list[dict]) -> dict:
 def run_comparison(args) -> dict:
     report = {"machine": describe_cpu(), "load_avg_start": [round(x, 2) for x in os.getloadavg()],
               "settings": dict(steps=args.steps, warmup=args.warmup, rounds=args.rounds,
-                               torch_threads=args.torch_threads, deconv_impl=args.deconv_impl,
+                               torch_threads=args.torch_threads, torch_device=args.torch_device,
+                               torch_variants=args.torch_variants, deconv_impl=args.deconv_impl,
                                xla_flags=os.environ.get("XLA_FLAGS", "")),
               "results": []}
     torch_ok = (not args.no_torch and os.path.exists(args.torch_python) and bool(args.torch_script)
@@ -249,7 +256,7 @@ def run_comparison(args) -> dict:
         for dtype in args.dtype:
             cache_dirs = {impl: tempfile.mkdtemp(prefix="ipcgan_bench_cache_") for impl in conv_impls}
             jax_runs = {impl: [] for impl in conv_impls}
-            torch_runs = []
+            torch_variant_runs = {variant: [] for variant in args.torch_variants}
             for round_index in range(args.rounds):
                 print(f"[bench_step] batch {batch} {dtype} round {round_index + 1}/{args.rounds}",
                       file=sys.stderr, flush=True)
@@ -258,11 +265,21 @@ def run_comparison(args) -> dict:
                     jax_runs[impl].append(run)
                     measured_peak = measured_peak or "matmul_peak_gflops" in run
                 if torch_ok:
-                    torch_runs.append(run_json(torch_command(args, batch, dtype)))
+                    for variant in args.torch_variants:
+                        torch_variant_runs[variant].append(run_json(torch_command(args, batch, dtype, variant)))
             row = {"batch": batch, "dtype": dtype, "jax": {}, "jax_runs": jax_runs}
-            if torch_runs:
-                row["torch"] = _summary(torch_runs)
+            torch_runs = []
+            if torch_ok:
+                # Compared with PyTorch's fastest variant (with one variant, that one).
+                summaries = {variant: _summary(runs) for variant, runs in torch_variant_runs.items()}
+                timed = [v for v, summary in summaries.items() if "median_ms" in summary]
+                best = min(timed, key=lambda v: summaries[v]["median_ms"]) if timed else args.torch_variants[0]
+                torch_runs = torch_variant_runs[best]
+                row["torch"] = dict(summaries[best], variant=best)
                 row["torch_runs"] = torch_runs
+                if len(summaries) > 1:
+                    row["torch_variants"] = summaries
+                    row["torch_variant_runs"] = torch_variant_runs
             for impl, runs in jax_runs.items():
                 label = impl or "config"
                 row["jax"][label] = summary = _jax_summary(runs)
@@ -273,6 +290,9 @@ def run_comparison(args) -> dict:
                     summary["jax_over_torch_median_ratio"] = round(
                         statistics.median(j for j, _ in pairs) / statistics.median(t for _, t in pairs), 3)
             report["results"].append(row)
+            if args.json:  # each finished row is kept if a later one is cut short (a GPU lease)
+                with open(args.json, "w") as file:
+                    json.dump(report, file, indent=1)
     for run in (r for row in report["results"] for runs in row["jax_runs"].values() for r in runs):
         if "matmul_peak_gflops" in run:
             report["machine"]["matmul_peak_gflops_measured"] = run["matmul_peak_gflops"]
@@ -308,6 +328,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--torch-script", default=DEFAULT_TORCH_SCRIPT,
                         help="the PyTorch implementation of the same step")
     parser.add_argument("--torch-threads", type=int, default=os.cpu_count())
+    parser.add_argument("--torch-device", default="cpu", choices=["cpu", "cuda"])
+    parser.add_argument("--torch-variants", nargs="+", default=["nchw"], choices=list(TORCH_VARIANTS),
+                        help="PyTorch variants run in every round; the ratio is against the fastest")
     parser.add_argument("--json", default=None, help="also write the report to this file")
     parser.add_argument("--worker", choices=["jax"], default=None, help=argparse.SUPPRESS)
     parser.add_argument("--cache-dir", default=None, help="worker: persistent compilation cache")

@@ -224,7 +224,9 @@ def evaluation() -> ml_collections.ConfigDict:
     c.fid_feature_extractor = ""
     c.num_sample_faces = 8
     # Override the run's data settings ('' = as recorded in WORKDIR/config.json).
-    c.data = ml_collections.ConfigDict(dict(name="", data_dir="", builder_config="", test_split=""))
+    # packed_path reads the test faces from a pack (e.g. a run trained from a pack made
+    # elsewhere, evaluated on the full-resolution test split packed here).
+    c.data = ml_collections.ConfigDict(dict(name="", data_dir="", builder_config="", test_split="", packed_path=""))
     return c
 
 

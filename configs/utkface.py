@@ -5,11 +5,13 @@
       --manual_dir=/data/utkface_dev,/data/utkface_more --data_dir=workdirs/tfds
   python main.py --config=configs/utkface.py:cpu --workdir=workdirs/utkface_cpu     # this 2-core CPU
   python main.py --config=configs/utkface.py --workdir=workdirs/utkface               # GPU, paper sizes
+  python main.py --config=configs/utkface.py:h200 --workdir=workdirs/utkface_h200     # one short GPU lease
   python main.py --config=configs/eval.py --workdir=workdirs/utkface_cpu              # evaluate
 
-Arguments (after ':', comma-separated, all optional): a variant ('cpu' or 'quick', alone or
-as variant=...) and data_dir=DIR (the TFDS folder of the built dataset, default
-workdirs/tfds). Like the demo, every variant first trains its own frozen networks into
+Arguments (after ':', comma-separated, all optional): a variant ('cpu', 'h200' or 'quick',
+alone or as variant=...) and data_dir=DIR (the TFDS folder of the built dataset, default
+workdirs/tfds) or packed=DIR (faces packed by `python -m ipcgan_jax.data.pack`, read
+without TensorFlow by the numpy input backend, for the GAN and every frozen network). Like the demo, every variant first trains its own frozen networks into
 WORKDIR/alexnet_identity, WORKDIR/age_classifier and WORKDIR/age_evaluator, then the GAN.
 
 The paper's recipe (configs/g75_conv5.py) with these changes, each for a reason measured
@@ -38,7 +40,10 @@ on these faces (docs/real_faces.md):
   called almost every real face 21-30 or 51+ (the measurements at CPU_EVALUATOR_STAGES).
 
 `:cpu` runs the same at 64 px with the demo's narrow networks in under an hour on a
-2-core CPU (README, "Real faces"); `:quick` is a test-sized run.
+2-core CPU (README, "Real faces"); `:quick` is a test-sized run. `:h200` is the full-size
+recipe with the frozen networks' step budgets cut to fit, with the GAN, one 15-minute
+lease of one H200 (launch/gpu_check.sh, README "GPU"): the GAN keeps the paper's 400,000
+steps and the lease stops it early with SIGTERM (a checkpoint; the same command resumes).
 """
 import ml_collections
 
@@ -47,11 +52,16 @@ from ipcgan_jax import configlib
 
 DATA_DIR = "workdirs/tfds"
 GENDER_RACE_CLASSES = 10  # the 'identities' of the utkface build (ipcgan_jax/data/image_folder.py)
-VARIANT_SIZES = {"cpu": "demo", "quick": "quick"}  # the small tables of configs/defaults.py they use
+VARIANT_SIZES = {"cpu": "demo", "quick": "quick", "h200": ""}  # the small tables of configs/defaults.py they use
 
 # Step budgets: `:cpu` was timed on the 2-core CPU (README); `:quick` is for tests.
 CPU_STEPS = {"alexnet_identity": 1500, "age_classifier": 800, "age_evaluator": 2000, "gan": 2000}
 QUICK_STEPS = {"alexnet_identity": 4, "age_classifier": 4, "age_evaluator": 4, "gan": 4}
+# `:h200`: the frozen networks at batch 128 get about a fifth of the lease; at the pack's
+# ~8,900 training faces (launch/gpu_check.sh) these are 14-22 epochs. The GAN's steps are
+# the paper's: the lease's deadline stops it.
+H200_STEPS = {"alexnet_identity": 1500, "age_classifier": 1000, "age_evaluator": 1500}
+H200_GAN_EVERY = 1000  # checkpoints and sample sheets (steps)
 # The `:cpu` age evaluator sets the ceiling the GAN's outputs are read against (the
 # evaluator's mean estimated group on real test faces of each group), so it must spread its
 # estimates over all five groups. Measured on the 1,899 test faces (per group 11-20 / 21-30
@@ -86,22 +96,26 @@ EVALUATOR_CLASS_WEIGHTING = "balanced"  # every variant: all read UTKFace's unba
 CPU_EVALUATOR_STAGES = (16, 32, 64, 128)
 
 
-def utkface_data(data: ml_collections.ConfigDict, data_dir: str, flip: bool) -> None:
+def utkface_data(data: ml_collections.ConfigDict, data_dir: str, packed: str, flip: bool) -> None:
     data.update(name="image_folder", builder_config="utkface", data_dir=data_dir, alignment_template="utkface",
                 flip=flip)
+    if packed:
+        data.update(packed_path=packed, backend="numpy")
 
 
 def get_config(arg: str = "") -> ml_collections.ConfigDict:
     if arg in VARIANT_SIZES:
         arg = f"variant={arg}"
-    settings = configlib.parse_arg(arg, variant=str, data_dir=str)
+    settings = configlib.parse_arg(arg, variant=str, data_dir=str, packed=str)
     variant, data_dir = settings.get("variant", ""), settings.get("data_dir", DATA_DIR)
+    packed = settings.get("packed", "")
     if variant not in ("",) + tuple(VARIANT_SIZES):
-        raise configlib.ConfigError(f"unknown variant {variant!r} of configs/utkface.py; choose '', 'cpu' or 'quick'")
+        raise configlib.ConfigError(
+            f"unknown variant {variant!r} of configs/utkface.py; choose '', 'cpu', 'h200' or 'quick'")
     size = VARIANT_SIZES.get(variant, "")
-    steps = {"cpu": CPU_STEPS, "quick": QUICK_STEPS}.get(variant)
+    steps = {"cpu": CPU_STEPS, "quick": QUICK_STEPS, "h200": H200_STEPS}.get(variant)
     config = defaults.gan(size)
-    utkface_data(config.data, data_dir, flip=False)  # faithful: no flips in the GAN
+    utkface_data(config.data, data_dir, packed, flip=False)  # faithful: no flips in the GAN
     config.data.source_groups = (0, 1)
     config.data.mixed_age = True
     config.model.generator.residual_output = True
@@ -115,6 +129,8 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
             {task: defaults.classifier(task) for task in configlib.CLASSIFIER_TASKS}, sort_keys=False)
         config.frozen.update(alexnet="alexnet_identity/export", age_classifier="age_classifier/export")
         config.loss.feature_weight *= IDENTITY_WEIGHT_FACTOR
+        if variant == "h200":
+            config.checkpoint.every = config.sample_every = H200_GAN_EVERY
     else:
         # The identity loss at conv5 keeps the full-size weight per feature: the demo's
         # trunk (115 px input, 64 conv5 maps) has 2,304 conv5 features, the paper's
@@ -127,13 +143,13 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
             # conv; the demo's table has since moved to oneDNN's, the same function.
             config.conv_impl = "xla"
     for task, sub in config.pretrain.items():
-        utkface_data(sub.data, data_dir, flip=True)
+        utkface_data(sub.data, data_dir, packed, flip=True)
         if steps:
             sub.num_steps = steps[task]
+            sub.eval_every = sub.num_steps
             if variant == "cpu":
                 sub.batch_size = 32
                 sub.optimizer.schedule = "cosine"
-                sub.eval_every = sub.num_steps
         if "alexnet" in sub.model:
             sub.model.alexnet.num_identities = GENDER_RACE_CLASSES
         if task == "alexnet_identity":

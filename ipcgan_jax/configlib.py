@@ -131,7 +131,7 @@ FIELDS: dict[str, dict[str, Range | None]] = {
         "bn_mode": Range(lambda v: v in ("",) + BN_MODES, f"must be '' or one of {BN_MODES}"),
         "evaluator": ANY, "identity_threshold": POSITIVE, "num_sample_faces": NON_NEGATIVE,
         "fid_inception_weights": ANY, "fid_feature_extractor": ANY,  # at most one: _check_fid_sources
-        **{f"data.{key}": ANY for key in ("name", "data_dir", "builder_config", "test_split")},
+        **{f"data.{key}": ANY for key in ("name", "data_dir", "builder_config", "test_split", "packed_path")},
     },
 }
 

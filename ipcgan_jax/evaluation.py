@@ -218,8 +218,10 @@ def evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
             raise ValueError(f"the age evaluator at {evaluator_path} has {age_judge.num_groups} groups, "
                              f"the generator {num_groups}")
     truth = None
-    if data.name == "synthetic":
+    if data.name == "synthetic" and not data.get("packed_path"):
         truth = SyntheticTruth(data, split, faces, ager.image_size)
+    elif data.name == "synthetic":  # a pack may hold a subset, or resized faces: no plan to regenerate
+        messages.append(f"ground-truth errors skipped: the test faces come from a pack ({data.packed_path})")
     else:
         messages.append(f"ground-truth errors skipped: only the in-memory synthetic data has them "
                         f"(data.name is {data.name!r})")

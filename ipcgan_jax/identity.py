@@ -15,9 +15,9 @@ box, so inputs and outputs are treated alike.
 """
 from __future__ import annotations
 
-import dlib
-import face_recognition_models
 import numpy as np
+
+from ipcgan_jax.data.alignment import import_dlib
 
 VERIFICATION_THRESHOLD = 0.6  # dlib's documented same-person distance
 DESCRIPTOR_SIZE = 128
@@ -46,17 +46,18 @@ class FaceEmbedder:
                  landmark_model: str | None = None):
         self.padding = float(padding)
         self.vertical_shift = float(vertical_shift)
-        self._recogniser = dlib.face_recognition_model_v1(
-            recognition_model or face_recognition_models.face_recognition_model_location())
-        self._predictor = dlib.shape_predictor(
-            landmark_model or face_recognition_models.pose_predictor_five_point_model_location())
+        self._dlib, models = import_dlib()
+        self._recogniser = self._dlib.face_recognition_model_v1(
+            recognition_model or models.face_recognition_model_location())
+        self._predictor = self._dlib.shape_predictor(
+            landmark_model or models.pose_predictor_five_point_model_location())
 
     def embed(self, images: np.ndarray) -> np.ndarray:
         """(N, S, S, 3) uint8 aligned crops -> (N, 128) float32 descriptors."""
         images = np.asarray(images)
         if images.ndim != 4 or images.shape[-1] != 3 or images.dtype != np.uint8 or images.shape[1] != images.shape[2]:
             raise ValueError(f"expected (N, S, S, 3) uint8 square crops, got {images.dtype} {images.shape}")
-        box = dlib.rectangle(*layout_face_box(images.shape[1], self.padding, self.vertical_shift))
+        box = self._dlib.rectangle(*layout_face_box(images.shape[1], self.padding, self.vertical_shift))
         descriptors = np.empty((len(images), DESCRIPTOR_SIZE), np.float32)
         for i, image in enumerate(images):
             image = np.ascontiguousarray(image)

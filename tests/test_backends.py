@@ -17,7 +17,7 @@ import tensorflow_datasets as tfds
 from ipcgan_jax.data import batches, packed
 from ipcgan_jax.data.legacy_resize import resize_uint8
 from ipcgan_jax.data.numpy_pipeline import NumpyBatches
-from ipcgan_jax.data.pack import pack_splits
+from ipcgan_jax.data.pack import balanced_choice, pack_splits
 from ipcgan_jax.data.pipeline import TfDataBatches
 from ipcgan_jax.data.plan import ClassifierPlan, EvalPlan, GanPlan
 from ipcgan_jax.data.sources import FaceSource, load_faces
@@ -239,6 +239,73 @@ def test_pack_command_writes_every_split_and_load_faces_reads_it(tmp_path):
         pack_splits(synthetic_config(), ["test"], out)
 
 
+def test_pack_shrinks_by_size_jpeg_and_group_cap_and_load_faces_decodes(tmp_path):
+    """What launch/gpu_check.sh carries: resized, JPEG-stored, at most K faces per group."""
+    import jax.numpy as jnp
+
+    from ipcgan_jax import preprocessing
+
+    original = load_faces(synthetic_config(), "train")
+    counts = np.bincount(original.age_group, minlength=5)
+    cap = int(np.sort(counts)[2])  # some groups above the cap, some at or below it
+    out = str(tmp_path / "packed")
+    pack_splits(synthetic_config(), ["train"], out, image_size=24, jpeg_quality=95, max_per_group=cap, seed=3)
+    unpacked = load_faces(synthetic_config(out), "train")
+    kept = balanced_choice(original.age_group, cap, seed=3)
+    np.testing.assert_array_equal(np.bincount(unpacked.age_group, minlength=5), np.minimum(counts, cap))
+    for field in ("age_group", "identity", "age"):
+        np.testing.assert_array_equal(getattr(unpacked, field), getattr(original, field)[kept])
+    # The pixels: JPEG files of TF1's legacy resize of the kept faces (the JAX resize here).
+    resized = np.asarray(preprocessing.legacy_resize_bilinear(
+        jnp.asarray(original.images(kept), jnp.float32), 24, 24))
+    decoded = unpacked.images(np.arange(len(unpacked))).astype(np.float32)
+    assert decoded.shape == resized.shape
+    assert np.abs(decoded - resized).mean() < 3.0  # JPEG's loss at quality 95
+    assert np.abs(decoded - resized[::-1]).mean() > 10.0  # and each face in its row
+    with open(os.path.join(out, "train", packed.METADATA_FILE)) as file:
+        metadata = json.load(file)
+    assert (metadata["image_encoding"], metadata["jpeg_quality"], metadata["image_shape"]) == ("jpeg", 95, [24, 24, 3])
+    assert metadata["packed_from"] == {"count": len(original), "image_size": 24, "max_per_group": cap, "seed": 3}
+    assert os.path.getsize(os.path.join(out, "train", packed.JPEG_IMAGES_FILE)) < decoded.size  # smaller than the pixels
+    assert not os.path.exists(os.path.join(out, "train", packed.IMAGES_FILE))
+
+    # Resized without JPEG: TF1's legacy resize rounded to uint8, to the JAX resize's rounding.
+    pack_splits(synthetic_config(), ["test"], out, image_size=24)
+    test_faces = load_faces(synthetic_config(), "test")
+    expected = np.asarray(preprocessing.legacy_resize_bilinear(
+        jnp.asarray(test_faces.images(np.arange(len(test_faces))), jnp.float32), 24, 24))
+    stored = load_faces(synthetic_config(out), "test").images(np.arange(len(test_faces))).astype(np.float32)
+    assert np.abs(stored - expected).max() <= 0.5 + 1e-3
+
+
+def test_balanced_choice_caps_each_group_reproducibly():
+    age_group = np.array([0] * 7 + [1] * 2 + [2] * 5 + [0] * 3)
+    kept = balanced_choice(age_group, 4, seed=1)
+    assert np.all(np.diff(kept) > 0)
+    assert np.bincount(age_group[kept]).tolist() == [4, 2, 4]
+    np.testing.assert_array_equal(kept, balanced_choice(age_group, 4, seed=1))
+    assert not np.array_equal(kept, balanced_choice(age_group, 4, seed=2))
+    np.testing.assert_array_equal(balanced_choice(age_group, 0, seed=1), np.arange(len(age_group)))
+
+
+def test_packed_jpeg_errors_name_the_file(tmp_path):
+    out = str(tmp_path / "packed")
+    with pytest.raises(ValueError, match="jpeg_quality is 101"):
+        pack_splits(synthetic_config(), ["test"], out, jpeg_quality=101)
+    with pytest.raises(ValueError, match="image_size is -2"):
+        pack_splits(synthetic_config(), ["test"], out, image_size=-2)
+    pack_splits(synthetic_config(), ["test"], out, jpeg_quality=90)
+    jpeg_path = os.path.join(out, "test", packed.JPEG_IMAGES_FILE)
+    with np.load(jpeg_path) as stored:
+        data, offsets = stored["data"], stored["offsets"]
+    np.savez(jpeg_path, data=data, offsets=offsets[:-1])
+    with pytest.raises(ValueError, match=r"images_jpeg.npz: .* images, metadata.json says count"):
+        load_faces(synthetic_config(out), "test")
+    np.savez(jpeg_path, data=data[:offsets[1] // 2], offsets=offsets)
+    with pytest.raises(OSError):  # PIL: a truncated or missing JPEG file
+        load_faces(synthetic_config(out), "test")
+
+
 def test_packed_errors_name_the_file_or_field(tmp_path):
     with pytest.raises(FileNotFoundError, match="metadata.json not found.*ipcgan_jax.data.pack"):
         load_faces(synthetic_config(str(tmp_path)), "train")
@@ -259,18 +326,26 @@ def test_packed_errors_name_the_file_or_field(tmp_path):
 
 
 def test_numpy_backend_trains_without_tensorflow(tmp_path):
-    """A host without TensorFlow: the GAN and classifier streams of the synthetic faces and
-    of a packed split, and the eval batches, with TensorFlow unimportable."""
-    out = str(tmp_path / "packed")
+    """A host without TensorFlow or dlib (the GPU machine): the trainers import; the GAN
+    and classifier streams of the synthetic faces and of packed splits (decoded pixels,
+    JPEG), and the eval batches, with TensorFlow unimportable."""
+    out, jpeg_out = str(tmp_path / "packed"), str(tmp_path / "packed_jpeg")
     pack_splits(synthetic_config(), ["train"], out)
+    pack_splits(synthetic_config(), ["train"], jpeg_out, jpeg_quality=90)
     script = textwrap.dedent(f"""
         import sys
-        sys.modules["tensorflow"] = None  # any import of TensorFlow now fails
-        sys.modules["tensorflow_datasets"] = None
+        for name in ("tensorflow", "tensorflow_datasets", "dlib", "face_recognition_models"):
+            sys.modules[name] = None  # any import of these now fails
         import ml_collections
+        from ipcgan_jax import identity, tasks
         from ipcgan_jax.data import batches, sources
 
-        for packed_path in ("", {out!r}):
+        try:
+            identity.FaceEmbedder(0.0, 0.0)
+        except ImportError as error:
+            assert "dlib-bin" in str(error), error
+            print("identity metrics need dlib")
+        for packed_path in ("", {out!r}, {jpeg_out!r}):
             config = ml_collections.ConfigDict(dict(
                 name="synthetic", num_identities=10, images_per_identity=6, size=16, seed=0,
                 test_fraction=0.2, packed_path=packed_path))
@@ -295,5 +370,6 @@ def test_numpy_backend_trains_without_tensorflow(tmp_path):
     result = subprocess.run([sys.executable, "-c", script], cwd=REPO, capture_output=True,
                             text=True, timeout=300, env={**os.environ, "PYTHONPATH": REPO})
     assert result.returncode == 0, result.stderr
-    assert result.stdout.split("\n")[:3] == [
-        "synthetic:train ok", "synthetic:train:packed ok", "tfdata needs tensorflow"]
+    assert result.stdout.split("\n")[:5] == [
+        "identity metrics need dlib", "synthetic:train ok", "synthetic:train:packed ok",
+        "synthetic:train:packed ok", "tfdata needs tensorflow"]

@@ -11,6 +11,7 @@ from PIL import Image
 from ipcgan_jax import age_evaluator, artefacts, checkpointing, evaluation, fid, identity, inference, preprocessing
 from ipcgan_jax.constants import AGE_GROUP_LABELS, NUM_AGE_GROUPS
 from ipcgan_jax.data import framing, sources, synthetic
+from ipcgan_jax.data.pack import pack_splits
 from ipcgan_jax.models import AgeEvaluator
 from tests.helpers import config_file
 from tests.test_inference import make_gan_workdir
@@ -243,6 +244,20 @@ def test_evaluation_never_overwrites_and_reports_skips(evaluated):
     config.bn_mode = "sideways"
     with pytest.raises(evaluation.ConfigError, match="bn_mode"):
         evaluation.evaluate(config, workdir)
+
+
+def test_evaluation_reads_the_test_faces_from_a_pack_given_in_its_config(evaluated, tmp_path):
+    """--config.data.packed_path: e.g. a run trained from a pack elsewhere (launch/gpu_check.sh)."""
+    workdir, _, _, config = evaluated
+    run_config = inference.read_run_config(workdir)
+    packed_path = str(tmp_path / "packed")
+    pack_splits(run_config.data, [run_config.data.test_split], packed_path, max_per_group=1)
+    config = config.copy_and_resolve_references()
+    config.fid_feature_extractor, config.evaluator = "", ""
+    config.data.packed_path = packed_path
+    results = evaluation.evaluate(config, workdir)
+    assert results["num_source_faces"] == 1  # one face per group in the pack; 3 in the dataset
+    assert any(f"the test faces come from a pack ({packed_path})" in m for m in results["messages"])
 
 
 def test_age_ceiling_is_the_evaluator_on_real_faces_of_each_group(evaluated):

@@ -92,7 +92,7 @@ def test_resize_conv_upsampling_is_nearest_neighbour_then_a_same_conv():
 
 
 # ----------------------------------------------------------------------------- config
-@pytest.mark.parametrize("arg", ["", "cpu", "quick"])
+@pytest.mark.parametrize("arg", ["", "cpu", "quick", "h200"])
 def test_utkface_config_names_its_deviations(arg):
     config = config_file("utkface", arg)
     assert (config.data.name, config.data.builder_config, config.data.alignment_template) == (
@@ -109,16 +109,32 @@ def test_utkface_config_names_its_deviations(arg):
     assert identity.auxiliary_age_weight == 1.0
     evaluator = config.pretrain.age_evaluator
     assert evaluator.class_weighting == "balanced"
-    assert len(evaluator.model.evaluator.stage_features) == {"": 4, "cpu": 4, "quick": 2}[arg]
+    assert len(evaluator.model.evaluator.stage_features) == {"": 4, "cpu": 4, "quick": 2, "h200": 4}[arg]
     paper = config_file("g75_conv5")
-    expected_size = {"": 128, "cpu": 64, "quick": 32}[arg]
+    expected_size = {"": 128, "cpu": 64, "quick": 32, "h200": 128}[arg]
     assert config.data.image_size == expected_size
-    if not arg:
+    if arg == "h200":  # the full-size recipe; only the frozen networks' budgets differ
+        full = config_file("utkface")
+        assert config.model.to_dict() == full.model.to_dict() and config.loss.to_dict() == full.loss.to_dict()
+        assert config.num_steps == full.num_steps == paper.num_steps
+        assert {task: sub.num_steps for task, sub in config.pretrain.items()} == utkface.H200_STEPS
+        for task, sub in config.pretrain.items():
+            expected = full.pretrain[task].copy_and_resolve_references()
+            expected.num_steps, expected.eval_every = sub.num_steps, sub.num_steps
+            assert sub.to_dict() == expected.to_dict(), task
+    elif not arg:
         assert config.model.generator.base_features == paper.model.generator.base_features
         assert config.loss.feature_weight == pytest.approx(paper.loss.feature_weight * utkface.IDENTITY_WEIGHT_FACTOR)
     else:
         assert config.loss.feature_weight == pytest.approx(
             paper.loss.feature_weight * utkface.IDENTITY_WEIGHT_FACTOR * 43_264 / 2_304, abs=5e-6)
+
+
+def test_utkface_config_reads_a_pack_for_every_network():
+    config = config_file("utkface", "variant=h200,packed=/data/utk_pack")
+    for data in [config.data] + [sub.data for sub in config.pretrain.values()]:
+        assert (data.packed_path, data.backend) == ("/data/utk_pack", "numpy")
+    assert config_file("utkface", "h200").data.packed_path == ""
 
 
 def test_recorded_config_without_a_later_field_resumes_at_its_default(tmp_path):

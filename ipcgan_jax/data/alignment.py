@@ -19,11 +19,11 @@ or "utkface". `crop_realignment` says how far an already aligned crop is from a 
 from __future__ import annotations
 
 import dataclasses
+import importlib
 import math
+from types import ModuleType
 from typing import Callable, Literal, Sequence
 
-import dlib
-import face_recognition_models
 import numpy as np
 from PIL import Image
 
@@ -227,10 +227,22 @@ def resize_transform(from_size: int, to_size: int) -> np.ndarray:
     return np.array([[ratio, 0.0, shift], [0.0, ratio, shift]])
 
 
+def import_dlib() -> tuple[ModuleType, ModuleType]:
+    """(dlib, face_recognition_models), imported when a detector, predictor or identity
+    judge is made rather than with this module: training imports it (through the
+    inference and evaluation code) on hosts without dlib, such as a GPU machine."""
+    try:
+        return importlib.import_module("dlib"), importlib.import_module("face_recognition_models")
+    except ImportError as error:
+        raise ImportError(f"face detection, landmarks and identity metrics need dlib ({error}); install "
+                          "the requirements' dlib-bin and face-recognition-models") from None
+
+
 class DlibFaceDetector:
     """dlib's HOG frontal face detector as a `FaceDetectorFn`."""
 
     def __init__(self) -> None:
+        dlib, _ = import_dlib()
         self._detector = dlib.get_frontal_face_detector()
 
     def __call__(self, image: np.ndarray, upsample: int) -> list[tuple[tuple[float, ...], float]]:
@@ -245,13 +257,14 @@ class DlibFivePointPredictor:
     """dlib's 5-point shape predictor (from face_recognition_models) as a `LandmarkPredictorFn`."""
 
     def __init__(self, model_path: str | None = None) -> None:
+        self._dlib, models = import_dlib()
         if model_path is None:
-            model_path = face_recognition_models.pose_predictor_five_point_model_location()
-        self._predictor = dlib.shape_predictor(model_path)
+            model_path = models.pose_predictor_five_point_model_location()
+        self._predictor = self._dlib.shape_predictor(model_path)
 
     def __call__(self, image: np.ndarray, box: Sequence[float]) -> np.ndarray:
         left, top, right, bottom = (int(round(v)) for v in box)
-        shape = self._predictor(image, dlib.rectangle(left, top, right, bottom))
+        shape = self._predictor(image, self._dlib.rectangle(left, top, right, bottom))
         return np.array([[shape.part(i).x, shape.part(i).y] for i in range(5)], dtype=np.float64)
 
 

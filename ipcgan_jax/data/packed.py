@@ -7,6 +7,11 @@ dataset when that field is set, with either input backend:
   PACKED_PATH/<split>/images.npy     uint8 (N, H, W, 3), decoded by TF when packing, so
                                      both backends see the pixels tf.data sees; read
                                      memory-mapped (only the images a batch uses are read)
+  PACKED_PATH/<split>/images_jpeg.npz  instead of images.npy when packed with a JPEG
+                                     quality (metadata image_encoding 'jpeg'): `data`, the
+                                     JPEG files back to back (uint8), and `offsets` (N + 1,
+                                     int64); a fraction of the size, for carrying faces to
+                                     another machine; decoded whole into memory when read
   PACKED_PATH/<split>/labels.npz     age_group, identity, age (N,) int64, and
                                      identity_names when the identities are strings
   PACKED_PATH/<split>/metadata.json  format, version, dataset, source, split, image_shape,
@@ -18,14 +23,18 @@ import dataclasses
 import json
 import os
 import shutil
+import io
 from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import numpy as np
+from PIL import Image
 
 FORMAT = "ipcgan_jax packed faces"
 VERSION = 1
 IMAGES_FILE = "images.npy"
+JPEG_IMAGES_FILE = "images_jpeg.npz"
 LABELS_FILE = "labels.npz"
 METADATA_FILE = "metadata.json"
 LABEL_FIELDS = ("age_group", "identity", "age")
@@ -56,12 +65,17 @@ def write_split(
     labels: Mapping[str, np.ndarray],
     identity_names: Sequence[str] | None,
     metadata: Mapping[str, Any],
+    jpeg_quality: int = 0,
 ) -> str:
     """Writes the split's images (`fetch_images(indices)` -> uint8 (k, H, W, 3), all of
     one size) and `labels` (LABEL_FIELDS) under `packed_path`; returns the folder.
+    jpeg_quality 1..100 stores the images as JPEG files of that quality (lossy), 0 as
+    decoded pixels.
 
     The folder appears only when complete; an existing one is an error (delete it to
     pack again)."""
+    if not 0 <= jpeg_quality <= 100:
+        raise ValueError(f"jpeg_quality is {jpeg_quality}; expected 1..100, or 0 for decoded pixels")
     directory = split_dir(packed_path, split)
     if os.path.exists(directory):
         raise FileExistsError(f"{directory} exists; delete it to pack split {split!r} again")
@@ -72,18 +86,30 @@ def write_split(
     shutil.rmtree(partial, ignore_errors=True)
     os.makedirs(partial)
     images = None
+    encoded: list[bytes] = []
     for start in range(0, count, CHUNK_SIZE):
         chunk = np.asarray(fetch_images(np.arange(start, min(start + CHUNK_SIZE, count))))
         if images is None:
-            images = np.lib.format.open_memmap(os.path.join(partial, IMAGES_FILE), mode="w+",
-                                               dtype=np.uint8, shape=(count, *chunk.shape[1:]))
+            shape = (count, *chunk.shape[1:])
+            images = (np.lib.format.open_memmap(os.path.join(partial, IMAGES_FILE), mode="w+",
+                                                dtype=np.uint8, shape=shape)
+                      if not jpeg_quality else np.empty((0, *chunk.shape[1:]), np.uint8))
         if chunk.dtype != np.uint8 or chunk.shape[1:] != images.shape[1:]:
             raise ValueError(
                 f"split {split!r}: images {start}.. are {chunk.dtype} {chunk.shape[1:]}, the first "
                 f"are uint8 {images.shape[1:]}; a packed split holds images of one size")
-        images[start:start + len(chunk)] = chunk
-    images.flush()
+        if jpeg_quality:
+            encoded.extend(_encode_jpeg(image, jpeg_quality) for image in chunk)
+        else:
+            images[start:start + len(chunk)] = chunk
     image_shape = list(images.shape[1:])
+    if jpeg_quality:
+        offsets = np.cumsum([0] + [len(data) for data in encoded], dtype=np.int64)
+        np.savez(os.path.join(partial, JPEG_IMAGES_FILE), offsets=offsets,
+                 data=np.frombuffer(b"".join(encoded), np.uint8))
+        metadata = {**metadata, "image_encoding": "jpeg", "jpeg_quality": jpeg_quality}
+    else:
+        images.flush()
     del images
     label_arrays = {field: np.asarray(labels[field], np.int64) for field in LABEL_FIELDS}
     if identity_names is not None:
@@ -94,6 +120,32 @@ def write_split(
                    "image_shape": image_shape, "count": count}, file, indent=2)
     os.rename(partial, directory)
     return directory
+
+
+def _encode_jpeg(image: np.ndarray, quality: int) -> bytes:
+    buffer = io.BytesIO()
+    Image.fromarray(image).save(buffer, format="JPEG", quality=quality)
+    return buffer.getvalue()
+
+
+def _decode_jpegs(path: str, image_shape: Sequence[int], count: int) -> np.ndarray:
+    """The JPEG files of `path` (JPEG_IMAGES_FILE) decoded into one uint8 array."""
+    with np.load(path) as stored:
+        data, offsets = stored["data"], stored["offsets"]
+    if len(offsets) != count + 1:
+        raise ValueError(f"{path}: {len(offsets) - 1} images, {METADATA_FILE} says count {count}")
+    images = np.empty((count, *image_shape), np.uint8)
+
+    def decode(index: int) -> None:
+        image = np.asarray(Image.open(io.BytesIO(data[offsets[index]:offsets[index + 1]].tobytes())).convert("RGB"))
+        if image.shape != images.shape[1:]:
+            raise ValueError(f"{path}: image {index} decodes to {image.shape}, "
+                             f"{METADATA_FILE} says {list(image_shape)}")
+        images[index] = image
+
+    with ThreadPoolExecutor(os.cpu_count() or 1) as pool:
+        list(pool.map(decode, range(count)))
+    return images
 
 
 def _read_metadata(directory: str) -> dict[str, Any]:
@@ -117,7 +169,11 @@ def read_split(packed_path: str, split: str, dataset: str) -> PackedSplit:
     if metadata.get("dataset") != dataset:
         raise ValueError(f"{directory}: packed from dataset {metadata.get('dataset')!r}, but "
                          f"data config field 'name' is {dataset!r}")
-    images = np.load(os.path.join(directory, IMAGES_FILE), mmap_mode="r")
+    count = int(metadata.get("count", -1))
+    if metadata.get("image_encoding") == "jpeg":
+        images = _decode_jpegs(os.path.join(directory, JPEG_IMAGES_FILE), metadata["image_shape"], count)
+    else:
+        images = np.load(os.path.join(directory, IMAGES_FILE), mmap_mode="r")
     labels_path = os.path.join(directory, LABELS_FILE)
     with np.load(labels_path) as labels:
         missing = set(LABEL_FIELDS) - set(labels.files)
@@ -126,7 +182,6 @@ def read_split(packed_path: str, split: str, dataset: str) -> PackedSplit:
         arrays = {field: labels[field] for field in LABEL_FIELDS}
         identity_names = (tuple(labels["identity_names"].tolist())
                           if "identity_names" in labels.files else None)
-    count = int(metadata.get("count", -1))
     for field, array in (("image", images), *arrays.items()):
         if len(array) != count:
             raise ValueError(f"{directory}: field '{field}' has {len(array)} rows, "
