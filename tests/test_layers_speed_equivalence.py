@@ -1,5 +1,6 @@
 """Faster formulations of layers (chosen for CPU speed) against the plain ones they replace:
 the same function with the same parameters, values and gradients, to float32 round-off."""
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -7,7 +8,8 @@ import pytest
 
 from ipcgan_jax.models import AlexNet, Discriminator, Generator, onednn
 from ipcgan_jax.models.layers import (IM2COL_MIN_FEATURES, ConditionedConv, ConvTransposeSame, conv_function,
-                                     conv_im2col, conv_per_group, conv_transpose_subpixel)
+                                     conv_im2col, conv_per_group, conv_transpose_subpixel, max_pool_function,
+                                     max_pool_masked)
 
 
 def _lax_conv_transpose(x, kernel, stride):
@@ -213,6 +215,47 @@ def test_alexnet_per_group_shares_parameters_and_activations_with_the_grouped_co
         assert _relative_error(actual[name], expected[name]) < 1e-5, name
     program = str(jax.make_jaxpr(lambda p: per_group.apply({"params": p}, images, outputs=("conv5",)))(params))
     assert "feature_group_count=2" not in program and "feature_group_count=1" in program
+
+
+def _max_pool_gradient_by_loops(x: np.ndarray, grad: np.ndarray, window: int, stride: int) -> np.ndarray:
+    """Each window's gradient to its first maximum in row-major order (np.argmax's rule)."""
+    dx = np.zeros_like(x, dtype=np.float64)
+    n, oh, ow, c = grad.shape
+    for b, a, col, ch in np.ndindex(n, oh, ow, c):
+        patch = x[b, a * stride:a * stride + window, col * stride:col * stride + window, ch]
+        di, dj = np.unravel_index(np.argmax(patch), patch.shape)
+        dx[b, a * stride + di, col * stride + dj, ch] += grad[b, a, col, ch]
+    return dx
+
+
+@pytest.mark.parametrize("inputs", ["normal", "relu", "ties"])
+def test_masked_max_pool_equals_xla_values_and_gradients(inputs):
+    """AlexNet's 3x3 stride-2 pools under the CPU paths: the same outputs, and the gradient
+    to the first maximum of each window (XLA's rule) also where values tie."""
+    rng = np.random.default_rng(4)
+    x = rng.normal(size=(2, 15, 13, 3)).astype(np.float32)
+    if inputs == "relu":
+        x = np.maximum(x, 0)  # ReLU's zeros tie in many windows
+    elif inputs == "ties":
+        x = np.round(x * 2) / 2  # few distinct values: equal maxima in most windows
+    grad = rng.normal(size=(2, 7, 6, 3)).astype(np.float32)
+    reference = lambda v: nn.max_pool(v, (3, 3), strides=(2, 2), padding="VALID")  # noqa: E731
+    pooled, vjp = jax.vjp(lambda v: max_pool_masked(v, 3, 2), jnp.asarray(x))
+    expected, xla_vjp = jax.vjp(reference, jnp.asarray(x))
+    np.testing.assert_array_equal(np.asarray(pooled), np.asarray(expected))
+    loops = _max_pool_gradient_by_loops(x, grad, 3, 2)
+    np.testing.assert_allclose(np.asarray(vjp(jnp.asarray(grad))[0]), loops, rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(np.asarray(xla_vjp(jnp.asarray(grad))[0]), loops, rtol=1e-6, atol=1e-6)
+
+
+def test_max_pool_function_picks_the_implementation():
+    masked_on_cpu = max_pool_masked if jax.default_backend() == "cpu" else None
+    for impl in ("onednn", "im2col", "auto"):
+        assert (max_pool_function(impl) is max_pool_masked) == (masked_on_cpu is not None)
+    for impl in ("xla", "xla_per_group"):
+        assert max_pool_function(impl) is not max_pool_masked
+    with pytest.raises(ValueError, match="conv_impl"):
+        max_pool_function("fft")
 
 
 def test_conv_function_picks_the_implementation():

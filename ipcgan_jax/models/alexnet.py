@@ -12,7 +12,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from ipcgan_jax.models.layers import Dtype, conv_function
+from ipcgan_jax.models.layers import Dtype, conv_function, max_pool_function
 
 ACTIVATIONS = ("conv1", "pool1", "norm1", "conv2", "pool2", "norm2", "conv3", "conv4",
                "conv5", "pool5", "fc6", "fc7", "new_1", "identity_logits",
@@ -43,7 +43,8 @@ class AlexNet(nn.Module):
     Widths default to the original's; quick configs shrink them.
     conv_impl: how the grouped convs (conv2, conv4, conv5) run (layers.conv_function); the
     others keep XLA's conv, which was faster inside the training step on a CPU than im2col,
-    except under 'onednn', which runs every conv.
+    except under 'onednn', which runs every conv. Under the CPU paths the max pools take
+    their gradient from masks (layers.max_pool_function).
     """
 
     conv_features: Sequence[int] = (96, 256, 384, 384, 256)
@@ -68,7 +69,8 @@ class AlexNet(nn.Module):
             conv_general_dilated=(conv_function(self.conv_impl, feat)
                                   if groups > 1 or self.conv_impl == "onednn" else None))
         dense = lambda feat, name: nn.Dense(feat, dtype=self.dtype, param_dtype=jnp.float32, name=name)  # noqa: E731
-        pool = lambda x: nn.max_pool(x, (3, 3), strides=(2, 2), padding="VALID")  # noqa: E731
+        max_pool = max_pool_function(self.conv_impl)
+        pool = lambda x: max_pool(x, 3, 2)  # noqa: E731
         c1, c2, c3, c4, c5 = self.conv_features
 
         act = {}
