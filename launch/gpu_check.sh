@@ -18,8 +18,9 @@
 #       --image_size=128 --jpeg_quality=90 --max_per_group=200           # 4 MB
 #   JAX_PLATFORMS=cpu python benchmarks/count_flops.py --batch 32 128 --dtype float32 bfloat16 \
 #       > .gpu/model_flops.json
-#   pip download --no-deps --python-version 3.12 ... -d .gpu/wheels ml-collections==1.1.0 tensorboardX==2.6.5
-#   pip download --no-deps --python-version 3.12 ... -d .gpu/pinned flax==0.12.8 optax==0.2.8 orbax-checkpoint==0.12.8
+#   P="--no-deps --only-binary=:all: --python-version 3.12 --implementation cp --platform any"
+#   pip download $P -d .gpu/wheels ml-collections==1.1.0 tensorboardX==2.6.5
+#   pip download $P -d .gpu/pinned flax==0.12.8 optax==0.2.8 orbax-checkpoint==0.12.8
 # Usage: [OUT=DIR] bash launch/gpu_check.sh [--bench-seconds 240] [--deadline 570]
 #            [--skip-bench] [--skip-train] [--cpu-test]
 # Run again on the same machine (--skip-bench), it resumes the GAN from its checkpoint in
