@@ -294,9 +294,9 @@ def test_generator_and_discriminator_conv_impls_share_parameters_and_outputs(fas
                                   mutable=["batch_stats"])[0]
         return jnp.sum(nets[impl][1].apply(d_vars, out, age_group, train=True, mutable=["batch_stats"])[0] ** 2), out
 
-    (loss_xla, out_xla), grads_xla = jax.value_and_grad(g_loss, argnums=1, has_aux=True)("xla", g_vars["params"])
-    (loss_new, out_new), grads_new = jax.jit(jax.value_and_grad(g_loss, argnums=1, has_aux=True),
-                                             static_argnums=0)(fast_impl, g_vars["params"])
+    loss_and_grad = jax.jit(jax.value_and_grad(g_loss, argnums=1, has_aux=True), static_argnums=0)
+    (loss_xla, out_xla), grads_xla = loss_and_grad("xla", g_vars["params"])
+    (loss_new, out_new), grads_new = loss_and_grad(fast_impl, g_vars["params"])
     assert _relative_error(out_new, out_xla) < 1e-5
     assert _relative_error(loss_new, loss_xla) < 1e-5
     # One scale for all leaves: the conv biases before a BN get gradients that are zero up to
