@@ -57,9 +57,11 @@ VARIANT_SIZES = {"cpu": "demo", "quick": "quick", "h200": ""}  # the small table
 # Step budgets: `:cpu` was timed on the 2-core CPU (README); `:quick` is for tests.
 CPU_STEPS = {"alexnet_identity": 1500, "age_classifier": 800, "age_evaluator": 2000, "gan": 2000}
 QUICK_STEPS = {"alexnet_identity": 4, "age_classifier": 4, "age_evaluator": 4, "gan": 4}
-# `:h200`: the frozen networks at batch 128 get about a fifth of the lease; at the pack's
-# ~8,900 training faces (launch/gpu_check.sh) these are 14-22 epochs. The GAN's steps are
-# the paper's: the lease's deadline stops it.
+# `:h200`: step budgets estimated, not yet measured on the GPU, to leave most of a 15-minute
+# lease to the GAN: the numpy input backend made a 227-px batch of 128 in 245 ms on 2
+# cores here (about 30 ms on the H200 machine's 16, if it scales), so about 2 minutes for
+# all three. At the pack's 9,443 training faces (launch/gpu_check.sh) they are 14-20
+# epochs. The GAN's steps are the paper's: the lease's deadline stops it.
 H200_STEPS = {"alexnet_identity": 1500, "age_classifier": 1000, "age_evaluator": 1500}
 H200_GAN_EVERY = 1000  # checkpoints and sample sheets (steps)
 # The `:cpu` age evaluator sets the ceiling the GAN's outputs are read against (the
