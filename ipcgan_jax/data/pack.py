@@ -17,7 +17,7 @@ and --max_per_group=K keeps at most K images of each age group (a seeded random 
 """
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import ml_collections
 from absl import app, flags
@@ -49,6 +49,17 @@ def balanced_choice(age_group: np.ndarray, max_per_group: int, seed: int) -> np.
     return np.sort(np.concatenate(kept))
 
 
+def _resized_fetcher(faces: sources.FaceSource, kept: np.ndarray, image_size: int
+                     ) -> Callable[[np.ndarray], np.ndarray]:
+    """indices into `kept` -> those faces' uint8 images, resized to image_size (0: as stored)."""
+    def fetch_images(indices: np.ndarray) -> np.ndarray:
+        images = faces.images(kept[indices])
+        if not image_size or images.shape[1:3] == (image_size, image_size):
+            return images
+        return np.clip(np.round(legacy_resize.resize_uint8(images, image_size)), 0, 255).astype(np.uint8)
+    return fetch_images
+
+
 def pack_splits(data_config: ml_collections.ConfigDict, splits: Sequence[str], out: str, *,
                 image_size: int = 0, jpeg_quality: int = 0, max_per_group: int = 0, seed: int = 0
                 ) -> list[str]:
@@ -67,16 +78,8 @@ def pack_splits(data_config: ml_collections.ConfigDict, splits: Sequence[str], o
     for split in splits:
         faces = sources.load_faces(data, split)
         kept = balanced_choice(faces.age_group, max_per_group, seed)
-
-        def fetch_images(indices: np.ndarray, faces=faces, kept=kept) -> np.ndarray:
-            images = faces.images(kept[indices])
-            if not image_size or images.shape[1:3] == (image_size, image_size):
-                return images
-            resized = legacy_resize.resize_uint8(images, image_size)
-            return np.clip(np.round(resized), 0, 255).astype(np.uint8)
-
         folders.append(packed.write_split(
-            out, split, fetch_images=fetch_images,
+            out, split, fetch_images=_resized_fetcher(faces, kept, image_size),
             labels={"age_group": faces.age_group[kept], "identity": faces.identity[kept], "age": faces.age[kept]},
             identity_names=faces.identity_names, jpeg_quality=jpeg_quality,
             metadata={"dataset": data.name, "source": faces.name, "data_config": recorded,

@@ -20,10 +20,10 @@ dataset when that field is set, with either input backend:
 from __future__ import annotations
 
 import dataclasses
+import io
 import json
 import os
 import shutil
-import io
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -85,24 +85,24 @@ def write_split(
     partial = directory + ".partial"
     shutil.rmtree(partial, ignore_errors=True)
     os.makedirs(partial)
-    images = None
-    encoded: list[bytes] = []
+    image_shape: tuple[int, ...] | None = None
+    images = None  # decoded pixels, memory-mapped (jpeg_quality 0)
+    encoded: list[bytes] = []  # JPEG files (jpeg_quality 1..100)
     for start in range(0, count, CHUNK_SIZE):
         chunk = np.asarray(fetch_images(np.arange(start, min(start + CHUNK_SIZE, count))))
-        if images is None:
-            shape = (count, *chunk.shape[1:])
-            images = (np.lib.format.open_memmap(os.path.join(partial, IMAGES_FILE), mode="w+",
-                                                dtype=np.uint8, shape=shape)
-                      if not jpeg_quality else np.empty((0, *chunk.shape[1:]), np.uint8))
-        if chunk.dtype != np.uint8 or chunk.shape[1:] != images.shape[1:]:
+        if image_shape is None:
+            image_shape = chunk.shape[1:]
+            if not jpeg_quality:
+                images = np.lib.format.open_memmap(os.path.join(partial, IMAGES_FILE), mode="w+",
+                                                   dtype=np.uint8, shape=(count, *image_shape))
+        if chunk.dtype != np.uint8 or chunk.shape[1:] != image_shape:
             raise ValueError(
                 f"split {split!r}: images {start}.. are {chunk.dtype} {chunk.shape[1:]}, the first "
-                f"are uint8 {images.shape[1:]}; a packed split holds images of one size")
+                f"are uint8 {image_shape}; a packed split holds images of one size")
         if jpeg_quality:
             encoded.extend(_encode_jpeg(image, jpeg_quality) for image in chunk)
         else:
             images[start:start + len(chunk)] = chunk
-    image_shape = list(images.shape[1:])
     if jpeg_quality:
         offsets = np.cumsum([0] + [len(data) for data in encoded], dtype=np.int64)
         np.savez(os.path.join(partial, JPEG_IMAGES_FILE), offsets=offsets,
@@ -110,14 +110,14 @@ def write_split(
         metadata = {**metadata, "image_encoding": "jpeg", "jpeg_quality": jpeg_quality}
     else:
         images.flush()
-    del images
+        del images
     label_arrays = {field: np.asarray(labels[field], np.int64) for field in LABEL_FIELDS}
     if identity_names is not None:
         label_arrays["identity_names"] = np.asarray(list(identity_names), dtype=str)
     np.savez(os.path.join(partial, LABELS_FILE), **label_arrays)
     with open(os.path.join(partial, METADATA_FILE), "w") as file:
         json.dump({"format": FORMAT, "version": VERSION, **metadata, "split": split,
-                   "image_shape": image_shape, "count": count}, file, indent=2)
+                   "image_shape": list(image_shape), "count": count}, file, indent=2)
     os.rename(partial, directory)
     return directory
 
