@@ -62,9 +62,13 @@ stage() { echo "=== [$(elapsed) s] $*"; }
 # ---- 1. setup
 stage "setup"
 SITE=/tmp/ipcgan_site
-if compgen -G ".gpu/wheels/*.whl" > /dev/null; then
+# The wheels in folder $1 into $SITE, offline (the machine reaches no registry).
+install_wheels() {
   "$PYTHON" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
-    --target "$SITE" .gpu/wheels/*.whl || exit 1
+    --target "$SITE" "$1"/*.whl
+}
+if compgen -G ".gpu/wheels/*.whl" > /dev/null; then
+  install_wheels .gpu/wheels || exit 1
 fi
 export PYTHONPATH="$SITE:$ROOT${PYTHONPATH:+:$PYTHONPATH}"
 if [[ $CPU_TEST == 1 ]]; then export JAX_PLATFORMS=cpu; fi
@@ -93,8 +97,7 @@ PY
 versions || exit 1
 if ! roundtrip; then
   echo "the machine's flax / optax / orbax failed the round trip: installing the pinned ones (.gpu/pinned)"
-  "$PYTHON" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
-    --target "$SITE" .gpu/pinned/*.whl || exit 1
+  install_wheels .gpu/pinned || exit 1
   versions && roundtrip || echo "round trip still failing: training will likely fail"
 fi
 nvidia-smi --query-gpu=name,memory.total,clocks.max.sm,driver_version --format=csv 2>/dev/null || true
