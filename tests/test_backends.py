@@ -294,6 +294,8 @@ def test_packed_jpeg_errors_name_the_file(tmp_path):
         pack_splits(synthetic_config(), ["test"], out, jpeg_quality=101)
     with pytest.raises(ValueError, match="image_size is -2"):
         pack_splits(synthetic_config(), ["test"], out, image_size=-2)
+    with pytest.raises(ValueError, match="max_per_group is -1"):
+        pack_splits(synthetic_config(), ["test"], out, max_per_group=-1)
     pack_splits(synthetic_config(), ["test"], out, jpeg_quality=90)
     jpeg_path = os.path.join(out, "test", packed.JPEG_IMAGES_FILE)
     with np.load(jpeg_path) as stored:

@@ -69,6 +69,8 @@ def pack_splits(data_config: ml_collections.ConfigDict, splits: Sequence[str], o
     each split's metadata."""
     if image_size < 0:
         raise ValueError(f"image_size is {image_size}; expected a size in pixels, or 0 for as stored")
+    if max_per_group < 0:
+        raise ValueError(f"max_per_group is {max_per_group}; expected a count, or 0 for all")
     data = ml_collections.ConfigDict(data_config.to_dict())
     data.packed_path = ""
     recorded = {key: value for key, value in data.to_dict().items()
