@@ -100,6 +100,10 @@ def gan(variant: str = "") -> ml_collections.ConfigDict:
                                             age_weight=30.0, feature_layer="conv5", pixel_weight=0.0))
     c.optimizer = ml_collections.ConfigDict(dict(learning_rate=1e-3, b1=0.5, b2=0.999, eps=1e-8,
                                                  epsilon_placement="tf1"))
+    # A variant (the original has none): keep an exponential moving average of G's weights,
+    # ema <- decay * ema + (1 - decay) * weights after every G update; sample sheets,
+    # evaluation and export then use it (gan.sampling_variables). 0 = off.
+    c.generator_ema_decay = 0.0
     # Frozen networks: directories written by the alexnet_identity / age_classifier runs
     # (WORKDIR/export) or by `python -m ipcgan_jax.convert`.
     c.frozen = ml_collections.ConfigDict(dict(alexnet="", age_classifier=""))
@@ -216,6 +220,9 @@ def evaluation() -> ml_collections.ConfigDict:
     c.batch_size = 16             # source faces per batch (each pair still runs on its own)
     c.max_faces = 0               # evaluate only the first N source faces; 0 = all
     c.bn_mode = ""                # '' = inference default ('moving'); or 'moving' | 'single'
+    # G's weights, for a run that kept their moving average (generator_ema_decay): 'average'
+    # (as its sample sheets and export) or 'live' (the weights the last step left).
+    c.generator_weights = "average"
     c.evaluator = "age_evaluator/export"   # exported age evaluator, relative to the workdir
     c.identity_threshold = VERIFICATION_THRESHOLD
     # FID features: pytorch-fid's pt_inception-2015-12-05-6726825d.pth (or .npz), relative to the

@@ -18,7 +18,7 @@ from absl import flags
 from ml_collections import config_flags
 
 from ipcgan_jax.constants import (ALIGNMENT_TEMPLATES, BN_MODES, CONV_IMPLS, DATA_BACKENDS, FEATURE_LAYERS,
-                                  NUM_AGE_GROUPS)
+                                  GENERATOR_WEIGHTS, NUM_AGE_GROUPS)
 
 TASKS = ("gan", "alexnet_identity", "age_classifier", "age_evaluator", "eval")
 CLASSIFIER_TASKS = ("alexnet_identity", "age_classifier", "age_evaluator")
@@ -94,7 +94,7 @@ _GAN = {
     "optimizer.learning_rate": POSITIVE, "optimizer.b1": FRACTION, "optimizer.b2": FRACTION,
     "optimizer.eps": POSITIVE, "optimizer.epsilon_placement": one_of("tf1", "optax"),
     "frozen.alexnet": ANY, "frozen.age_classifier": ANY,
-    "sample_every": POSITIVE, "num_sample_faces": NON_NEGATIVE,
+    "sample_every": POSITIVE, "num_sample_faces": NON_NEGATIVE, "generator_ema_decay": FRACTION,
     NESTED_RUNS_KEY: Range(lambda v: isinstance(v, ml_collections.ConfigDict), "must be a group of run configs"),
 }
 _CLASSIFIER = {
@@ -130,6 +130,7 @@ FIELDS: dict[str, dict[str, Range | None]] = {
         "task": ANY, "step": NON_NEGATIVE, "batch_size": POSITIVE, "max_faces": at_least(0, " (0 = all)"),
         "bn_mode": Range(lambda v: v in ("",) + BN_MODES, f"must be '' or one of {BN_MODES}"),
         "evaluator": ANY, "identity_threshold": POSITIVE, "num_sample_faces": NON_NEGATIVE,
+        "generator_weights": one_of(*GENERATOR_WEIGHTS),
         "fid_inception_weights": ANY, "fid_feature_extractor": ANY,  # at most one: _check_fid_sources
         **{f"data.{key}": ANY for key in ("name", "data_dir", "builder_config", "test_split", "packed_path")},
     },

@@ -61,7 +61,7 @@ import ml_collections
 import numpy as np
 from tqdm.auto import tqdm
 
-from ipcgan_jax import age_evaluator, artefacts, checkpointing, fid, identity, inference, preprocessing, visualization
+from ipcgan_jax import age_evaluator, artefacts, checkpointing, fid, gan, identity, inference, preprocessing, visualization
 from ipcgan_jax.configlib import ConfigError, validate_config
 from ipcgan_jax.data import sources, synthetic
 
@@ -80,9 +80,10 @@ def fid_weights_path(config: ml_collections.ConfigDict, workdir: str) -> str:
     return path
 
 
-def fresh_output_dir(workdir: str, step: int) -> str:
-    """WORKDIR/eval/step_<N>, or step_<N>_2, ... : never an existing folder."""
-    base = os.path.join(workdir, EVAL_DIR, f"step_{step}")
+def fresh_output_dir(workdir: str, step: int, weights: str = "average") -> str:
+    """WORKDIR/eval/step_<N> (step_<N>_live for the live weights of a run that kept their
+    average), or step_<N>_2, ... : never an existing folder."""
+    base = os.path.join(workdir, EVAL_DIR, f"step_{step}" + ("_live" if weights == "live" else ""))
     out, suffix = base, 1
     while os.path.exists(out):
         suffix += 1
@@ -184,7 +185,7 @@ def evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
                         f"(download it from {fid.INCEPTION_WEIGHTS_URL}), or fid_feature_extractor to "
                         "'package.module:factory' (see ipcgan_jax.fid)")
     try:
-        loaded = inference.load_generator(workdir, step=config.step or None)
+        loaded = inference.load_generator(workdir, step=config.step or None, weights=config.generator_weights)
     except checkpointing.CheckpointError as error:
         raise checkpointing.CheckpointError(f"{error}; evaluate a chosen checkpoint with --config.step=N") from None
     run_config = loaded.run_config
@@ -352,7 +353,8 @@ def evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
         return result
 
     results = {
-        "workdir": workdir, "step": loaded.step, "split": faces.name, "bn_mode": ager.bn_mode,
+        "workdir": workdir, "step": loaded.step, "generator_weights": loaded.weights,
+        "split": faces.name, "bn_mode": ager.bn_mode,
         "num_source_faces": int(len(source_rows)), "source_groups": list(source_groups),
         "evaluator": evaluator_path if age_judge is not None else None,
         "evaluator_accuracy_on_real_test_faces": real_accuracy,
@@ -361,7 +363,9 @@ def evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
         "overall": summarise(np.ones_like(pair_groups, bool), None),
         "messages": messages,
     }
-    out_dir = fresh_output_dir(workdir, loaded.step)
+    # The live weights get their own folder only where the run kept an average to tell them from.
+    kept_average = bool(gan.generator_ema_decay(run_config))
+    out_dir = fresh_output_dir(workdir, loaded.step, loaded.weights if kept_average else "average")
     with open(os.path.join(out_dir, "results.json"), "w") as f:
         json.dump(results, f, indent=2)
     with open(os.path.join(out_dir, "results.md"), "w") as f:
@@ -395,7 +399,8 @@ _COLUMNS = (("age_accuracy", "age acc.", "{:.3f}"), ("gt_age_accuracy", "true ag
 def results_markdown(results: dict) -> str:
     """The results as a Markdown table (rows: target groups and overall)."""
     present = [c for c in _COLUMNS if c[0] in results["overall"]]
-    lines = [f"Evaluation of {results['workdir']} at step {results['step']} on {results['split']}: "
+    lines = [f"Evaluation of {results['workdir']} at step {results['step']} ({results['generator_weights']} "
+             f"weights of G) on {results['split']}: "
              f"{results['num_source_faces']} source faces x {len(results['per_group'])} target groups, "
              f"BN mode {results['bn_mode']}.", ""]
     if results["evaluator_accuracy_on_real_test_faces"] is not None:

@@ -1,7 +1,8 @@
 """Export a GAN run's generator: the variables plus everything needed to use them alone.
 
     python -m ipcgan_jax.export --workdir=workdirs/utkface_cpu --out=my_generator \
-        [--step=N] [--results=workdirs/utkface_cpu/eval/step_N/results.json] [--note="..."]
+        [--step=N] [--weights=average|live] [--note="..."] \
+        [--results=workdirs/utkface_cpu/eval/step_N/results.json]
 
 Writes OUT/variables (G's params and BatchNorm statistics) and OUT/metadata.json: the
 run's config (so `ipcgan_jax.inference.load_generator` rebuilds the same generator, crop
@@ -18,19 +19,22 @@ import sys
 from typing import Sequence
 
 from ipcgan_jax import __version__, checkpointing, inference
+from ipcgan_jax.constants import GENERATOR_WEIGHTS
 
 
-def export_generator(workdir: str, out_dir: str, *, step: int | None = None,
+def export_generator(workdir: str, out_dir: str, *, step: int | None = None, weights: str = "average",
                      extra_metadata: dict | None = None) -> dict:
-    """Writes the generator of the run in `workdir` (latest checkpoint, or `step`) to
-    `out_dir`; returns the metadata written beside it."""
-    loaded = inference.load_generator(workdir, step=step)
+    """Writes the generator of the run in `workdir` (latest checkpoint, or `step`; its
+    weight average when it kept one, unless `weights='live'`) to `out_dir`; returns the
+    metadata written beside it."""
+    loaded = inference.load_generator(workdir, step=step, weights=weights)
     if loaded.run_config is None:
         raise ValueError(f"{workdir} is already an exported generator, not a GAN run's workdir")
     metadata = {
         "network": "generator",
         "ipcgan_jax_version": __version__,
         "step": loaded.step,
+        "generator_weights": loaded.weights,
         inference.RUN_CONFIG_KEY: loaded.run_config.to_dict(),
         **(extra_metadata or {}),
     }
@@ -44,6 +48,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--workdir", required=True, help="the GAN run's workdir")
     parser.add_argument("--out", required=True, help="new folder to write the generator into")
     parser.add_argument("--step", type=int, default=None, help="checkpoint step (default: the latest)")
+    parser.add_argument("--weights", default="average", choices=GENERATOR_WEIGHTS,
+                        help="for a run that kept a moving average of G's weights: it, or the live weights")
     parser.add_argument("--results", default=None, help="results.json of configs/eval.py to record beside it")
     parser.add_argument("--note", default="", help="free text to record (e.g. how long training took)")
     args = parser.parse_args(argv)
@@ -54,11 +60,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.note:
         extra["note"] = args.note
     try:
-        metadata = export_generator(args.workdir, args.out, step=args.step, extra_metadata=extra)
+        metadata = export_generator(args.workdir, args.out, step=args.step, weights=args.weights,
+                                    extra_metadata=extra)
     except checkpointing.CheckpointError as error:
         print(f"error: {error}; choose a checkpoint with --step=N", file=sys.stderr)
         return 2
-    print(f"exported the generator of {args.workdir} at step {metadata['step']} to {args.out}")
+    print(f"exported the generator of {args.workdir} at step {metadata['step']} "
+          f"({metadata['generator_weights']} weights) to {args.out}")
     return 0
 
 

@@ -35,6 +35,9 @@ class GanState:
     d_batch_stats: PyTree
     g_opt_state: optax.OptState
     d_opt_state: optax.OptState
+    # An exponential moving average of g_params (the variant `generator_ema_decay`; None
+    # when off, as in the original): what sample sheets, evaluation and export use.
+    g_ema_params: PyTree = None
 
 
 def compute_dtype(config: ml_collections.ConfigDict):
@@ -45,6 +48,12 @@ def conv_impl(config: ml_collections.ConfigDict) -> str:
     """How G's and D's convs and AlexNet's grouped convs run (models.layers.conv_function);
     configs recorded before the option existed ran XLA's conv."""
     return config.get("conv_impl", FIELDS_ADDED_LATER["conv_impl"])
+
+
+def generator_ema_decay(config: ml_collections.ConfigDict) -> float:
+    """The decay of G's weight average (0: none, the original); configs recorded before the
+    option existed kept none."""
+    return float(config.get("generator_ema_decay", FIELDS_ADDED_LATER["generator_ema_decay"]))
 
 
 def build_generator(config: ml_collections.ConfigDict) -> Generator:
@@ -73,11 +82,21 @@ def init_state(config: ml_collections.ConfigDict, rng: jax.Array) -> GanState:
     g_vars = build_generator(config).init(g_rng, images, age_group, train=True)
     d_vars = build_discriminator(config).init(d_rng, images, age_group, train=True)
     optimizer = build_optimizer(config)
+    # The average starts at G's initial weights (a copy: the step donates both).
+    g_ema_params = jax.tree.map(jnp.copy, g_vars["params"]) if generator_ema_decay(config) else None
     return GanState(step=jnp.zeros((), jnp.int32),
                     g_params=g_vars["params"], g_batch_stats=g_vars["batch_stats"],
                     d_params=d_vars["params"], d_batch_stats=d_vars["batch_stats"],
                     g_opt_state=optimizer.init(g_vars["params"]),
-                    d_opt_state=optimizer.init(d_vars["params"]))
+                    d_opt_state=optimizer.init(d_vars["params"]),
+                    g_ema_params=g_ema_params)
+
+
+def sampling_variables(state: GanState) -> dict:
+    """G's variables for sampling: the weight average when the run keeps one (with the live
+    BatchNorm statistics, which the average has no counterpart of), else the live weights."""
+    params = state.g_params if state.g_ema_params is None else state.g_ema_params
+    return {"params": params, "batch_stats": state.g_batch_stats}
 
 
 def _global_norm(tree: PyTree) -> jax.Array:
@@ -94,6 +113,7 @@ def make_train_step(config: ml_collections.ConfigDict):
     generator, discriminator, alexnet = (build_generator(config), build_discriminator(config),
                                          build_alexnet(config))
     optimizer = build_optimizer(config)
+    ema_decay = generator_ema_decay(config)
     weights = config.loss
     feature_layer = weights.feature_layer or None
     alexnet_size = config.data.alexnet_size
@@ -179,6 +199,9 @@ def make_train_step(config: ml_collections.ConfigDict):
             jax.value_and_grad(g_loss_fn, has_aux=True)(state.g_params))
         g_updates, g_opt_state = optimizer.update(g_grads, state.g_opt_state, state.g_params)
         g_params = optax.apply_updates(state.g_params, g_updates)
+        g_ema_params = state.g_ema_params
+        if ema_decay:
+            g_ema_params = optax.incremental_update(g_params, g_ema_params, step_size=1.0 - ema_decay)
 
         metrics = {
             "d_loss": d_raw, "d_loss_weighted": d_loss,
@@ -195,7 +218,8 @@ def make_train_step(config: ml_collections.ConfigDict):
             metrics[f"g_{term}_loss_weighted"] = g_weighted[term]
         new_state = state.replace(step=state.step + 1, g_params=g_params, g_batch_stats=g_stats,
                                   d_params=d_params, d_batch_stats=d_stats,
-                                  g_opt_state=g_opt_state, d_opt_state=d_opt_state)
+                                  g_opt_state=g_opt_state, d_opt_state=d_opt_state,
+                                  g_ema_params=g_ema_params)
         return new_state, metrics
 
     return train_step

@@ -43,7 +43,7 @@ import ml_collections
 import numpy as np
 
 from ipcgan_jax import checkpointing, gan, preprocessing
-from ipcgan_jax.constants import AGE_GROUP_LABELS, BN_MODES, CAFFE_MEAN_BGR, NUM_AGE_GROUPS
+from ipcgan_jax.constants import AGE_GROUP_LABELS, BN_MODES, CAFFE_MEAN_BGR, GENERATOR_WEIGHTS, NUM_AGE_GROUPS
 from ipcgan_jax.continuous_age import age_condition, check_requested_ages
 from ipcgan_jax.data import alignment, framing
 from ipcgan_jax.data.images import as_rgb_uint8
@@ -85,6 +85,8 @@ class LoadedGenerator:
     source: str
     step: int | None
     run_config: ml_collections.ConfigDict | None
+    # 'average' when the variables are the run's moving average of G's weights, else 'live'.
+    weights: str = "live"
 
 
 def read_run_config(workdir: str) -> ml_collections.ConfigDict:
@@ -103,14 +105,19 @@ def _generator_from_params(params: PyTree) -> Generator:
     return Generator(base_features=conv1[-1], num_res_blocks=num_res_blocks, num_groups=conv1[2] - 3)
 
 
-def load_generator(path: str, *, step: int | None = None, image_size: int | None = None) -> LoadedGenerator:
+def load_generator(path: str, *, step: int | None = None, image_size: int | None = None,
+                   weights: str = "average") -> LoadedGenerator:
     """A trained generator from a run's workdir, one of its `checkpoints/<step>` folders,
     or an exported generator (`python -m ipcgan_jax.export` writes one with its run's
     config; `python -m ipcgan_jax.convert` writes OUT/generator from original weights).
 
     step: for a workdir, which checkpoint (None: the latest). image_size: for exports
-    without a run config, the generator resolution (default 128, the paper's).
+    without a run config, the generator resolution (default 128, the paper's). weights:
+    for a run that kept a moving average of G's weights (`generator_ema_decay`), 'average'
+    reads it and 'live' the weights themselves; an export holds the one it was written with.
     """
+    if weights not in GENERATOR_WEIGHTS:
+        raise ValueError(f"weights must be one of {GENERATOR_WEIGHTS}, got {weights!r}")
     path = os.path.abspath(os.path.expanduser(path))
     if not os.path.exists(path):
         raise FileNotFoundError(f"checkpoint path {path} does not exist")
@@ -123,7 +130,8 @@ def load_generator(path: str, *, step: int | None = None, image_size: int | None
         if RUN_CONFIG_KEY in metadata:  # exported from a run: its settings travel with it
             config = ml_collections.ConfigDict(metadata[RUN_CONFIG_KEY])
             return LoadedGenerator(gan.build_generator(config), variables, image_size or int(config.data.image_size),
-                                   framing.alignment_for_data(config.data), path, metadata.get("step"), config)
+                                   framing.alignment_for_data(config.data), path, metadata.get("step"), config,
+                                   metadata.get("generator_weights", "live"))
         generator = _generator_from_params(variables["params"])
         return LoadedGenerator(generator, variables, image_size or 128, framing.AlignmentSettings(), path, None, None)
     parent = os.path.dirname(path)
@@ -135,9 +143,11 @@ def load_generator(path: str, *, step: int | None = None, image_size: int | None
     if config.get("task") != "gan":
         raise ValueError(f"{workdir} holds a {config.get('task')!r} run, not a GAN run")
     state, _, step = checkpointing.restore_state_tree(os.path.join(workdir, "checkpoints"), step)
-    variables = {"params": state["g_params"], "batch_stats": state["g_batch_stats"]}
+    average = state.get("g_ema_params") if weights == "average" else None
+    used = "live" if average is None else "average"
+    variables = {"params": state["g_params"] if average is None else average, "batch_stats": state["g_batch_stats"]}
     return LoadedGenerator(gan.build_generator(config), variables, int(config.data.image_size),
-                           framing.alignment_for_data(config.data), workdir, step, config)
+                           framing.alignment_for_data(config.data), workdir, step, config, used)
 
 
 # ----------------------------------------------------------------------------- BN modes

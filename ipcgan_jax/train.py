@@ -88,7 +88,7 @@ def train_gan(config: ml_collections.ConfigDict, workdir: str, *, devices=None) 
                 return
             # Host copies: the chief alone samples, and a computation on the global arrays
             # would have to run on the devices of every process.
-            g_vars = parallel.to_host({"params": state.g_params, "batch_stats": state.g_batch_stats})
+            g_vars = parallel.to_host(gan.sampling_variables(state))
             sheet = sample_sheet(generate, g_vars, sample_images, config)
             visualization.save_png(os.path.join(samples_dir, f"step_{step:07d}.png"), sheet)
             run.writer.write_images(step, {"samples": sheet})

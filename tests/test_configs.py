@@ -57,6 +57,7 @@ def test_demo_is_the_demo_variant_of_the_paper_config():
     assert (demo.loss.feature_layer, demo.loss.feature_weight, demo.loss.age_weight, demo.loss.pixel_weight) == (
         "conv1", 2.5e-6, 0.0, 150.0)
     assert demo.model.generator.deconv_impl == "resize_conv" and demo.model.generator.residual_output is True
+    assert demo.generator_ema_decay == 0.9
     assert list(demo.pretrain.keys()) == list(configlib.CLASSIFIER_TASKS)
 
 
@@ -71,7 +72,7 @@ def test_paper_config_values():
     assert len(config.pretrain) == 0 and config.data.mixed_age is False
     # TF1's AdamOptimizer(1e-3, beta1=0.5), networks, BN epsilons and intervals of the original
     assert dict(config.optimizer) == dict(learning_rate=1e-3, b1=0.5, b2=0.999, eps=1e-8, epsilon_placement="tf1")
-    assert config.compute_dtype == "float32"
+    assert config.compute_dtype == "float32" and config.generator_ema_decay == 0.0
     g, d = config.model.generator, config.model.discriminator
     assert (g.base_features, g.num_res_blocks, g.bn_epsilon, g.residual_output) == (32, 6, 1e-3, False)
     assert (d.base_features, d.out_features, d.bn_epsilon) == (64, 512, 1e-3)

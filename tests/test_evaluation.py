@@ -206,6 +206,7 @@ def test_evaluation_writes_report_with_metrics_in_range(evaluated):
     with open(os.path.join(out, "results.json")) as f:
         stored = json.load(f)
     assert stored["num_source_faces"] == 3 and stored["step"] == 3
+    assert stored["generator_weights"] == "live"  # the run kept no average of G's weights
     assert list(stored["per_group"]) == ["11-20", "21-30", "31-40", "41-50", "51+"]
     for row in list(stored["per_group"].values()) + [stored["overall"]]:
         assert 0 <= row["age_accuracy"] <= 1 and 0 <= row["mean_estimated_group"] <= 4
@@ -244,6 +245,13 @@ def test_evaluation_never_overwrites_and_reports_skips(evaluated):
     config.bn_mode = "sideways"
     with pytest.raises(evaluation.ConfigError, match="bn_mode"):
         evaluation.evaluate(config, workdir)
+
+
+def test_output_folders_tell_the_live_weights_from_the_average(tmp_path):
+    workdir = str(tmp_path)
+    assert evaluation.fresh_output_dir(workdir, 7) == os.path.join(workdir, "eval", "step_7")
+    assert evaluation.fresh_output_dir(workdir, 7, "live") == os.path.join(workdir, "eval", "step_7_live")
+    assert evaluation.fresh_output_dir(workdir, 7) == os.path.join(workdir, "eval", "step_7_2")
 
 
 def test_evaluation_reads_the_test_faces_from_a_pack_given_in_its_config(evaluated, tmp_path):

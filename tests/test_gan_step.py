@@ -175,3 +175,9 @@ def test_run_recorded_before_the_pixel_term_resumes_only_without_it(tmp_path):
     from tests.helpers import assert_resumes_only_at_default
 
     assert_resumes_only_at_default(tiny_gan_config(), str(tmp_path / "run"), "loss.pixel_weight", 10.0)
+
+
+def test_run_recorded_before_the_weight_average_resumes_only_without_it(tmp_path):
+    from tests.helpers import assert_resumes_only_at_default
+
+    assert_resumes_only_at_default(tiny_gan_config(), str(tmp_path / "run"), "generator_ema_decay", 0.99)

@@ -427,3 +427,65 @@ def test_lock_of_another_host_is_taken_over_only_when_asked(tmp_path):
     with pytest.raises(lock.WorkdirLockedError, match="not a lock file of this project"):
         lock.acquire(str(workdir))
     assert (workdir / "run.lock").read_text() == "my notes"
+
+
+# ----------------------------------------------------------------------------- G's weight average
+EMA_DECAY = 0.75
+
+
+@pytest.fixture(scope="module")
+def averaged(frozen_dir, tmp_path_factory):
+    """The tiny run with the variant generator_ema_decay, a checkpoint after every step,
+    stopped after step 2 and resumed to step 4."""
+    workdir = tmp_path_factory.mktemp("run") / "averaged"
+    config = make_config(frozen_dir, generator_ema_decay=EMA_DECAY, **{"checkpoint.every": 1,
+                                                                       "checkpoint.keep_last": 4})
+    first = config.copy_and_resolve_references()
+    first.num_steps = 2
+    tasks.train_and_evaluate(first, str(workdir))
+    return config, workdir, tasks.train_and_evaluate(config, str(workdir))
+
+
+def test_faithful_run_keeps_no_weight_average(uninterrupted):
+    _, state = uninterrupted
+    assert state.g_ema_params is None
+
+
+def test_weight_average_follows_its_recurrence_across_a_resume(averaged):
+    """ema_k = d * ema_(k-1) + (1 - d) * g_k from ema_0 = G's initial weights, checked in
+    numpy against the live weights checkpointed at every step: steps 3 and 4 ran after the
+    resume, from the restored average. (The live weights of a resumed run are those of an
+    uninterrupted one: test_resumed_run_ends_where_an_uninterrupted_one_does.)"""
+    from ipcgan_jax import gan
+
+    config, workdir, final = averaged
+    expected = jax.tree.map(np.asarray, gan.init_state(config, jax.random.key(config.seed)).g_params)
+    for step in range(1, 5):
+        state, _, _ = checkpointing.restore_state_tree(str(workdir / "checkpoints"), step)
+        expected = jax.tree.map(lambda e, g: EMA_DECAY * e + (1 - EMA_DECAY) * g, expected, state["g_params"])
+        for got, want in zip(jax.tree.leaves(state["g_ema_params"]), jax.tree.leaves(expected)):
+            np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-7)
+        # ... and is not simply the live weights.
+        assert not all(np.array_equal(a, b) for a, b in zip(jax.tree.leaves(state["g_ema_params"]),
+                                                             jax.tree.leaves(state["g_params"])))
+    assert_same_state(final.g_ema_params, state["g_ema_params"])
+
+
+def test_readers_take_the_average_unless_asked_for_the_live_weights(averaged, tmp_path):
+    from ipcgan_jax import export, gan, inference
+
+    _, workdir, state = averaged
+    average = inference.load_generator(str(workdir))
+    assert average.weights == "average"
+    assert_same_state(average.variables, gan.sampling_variables(state))
+    assert_same_state(average.variables["params"], state.g_ema_params)
+    live = inference.load_generator(str(workdir), weights="live")
+    assert live.weights == "live"
+    assert_same_state(live.variables["params"], state.g_params)
+    with pytest.raises(ValueError, match="weights must be one of"):
+        inference.load_generator(str(workdir), weights="ema")
+    metadata = export.export_generator(str(workdir), str(tmp_path / "export"), weights="live")
+    assert metadata["generator_weights"] == "live"
+    exported = inference.load_generator(str(tmp_path / "export"))
+    assert exported.weights == "live"
+    assert_same_state(exported.variables["params"], state.g_params)
