@@ -1,7 +1,8 @@
 """The IPCGAN two-player model: state, initialisation and the compiled training step.
 
-One `GanState` holds both players (parameters, BatchNorm statistics, optimizer states)
-and the step counter. The frozen AlexNet (identity trunk + age head) is an argument of
+One `GanState` holds both players (parameters, BatchNorm statistics, optimizer states),
+the step counter and, in the variant `generator_ema_decay`, a moving average of G's
+weights, updated after each G update. The frozen AlexNet (identity trunk + age head) is an argument of
 the step, never part of the state: it is not donated and not checkpointed.
 
 Per step (docs/faithfulness.md §10): one D update on (real x_t with c_t, real x_t with
