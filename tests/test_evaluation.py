@@ -245,6 +245,9 @@ def test_evaluation_never_overwrites_and_reports_skips(evaluated):
     config.bn_mode = "sideways"
     with pytest.raises(evaluation.ConfigError, match="bn_mode"):
         evaluation.evaluate(config, workdir)
+    config.bn_mode, config.generator_weights = "", "ema"
+    with pytest.raises(evaluation.ConfigError, match="generator_weights"):
+        evaluation.evaluate(config, workdir)
 
 
 def test_output_folders_tell_the_live_weights_from_the_average(tmp_path):

@@ -202,6 +202,7 @@ def test_sigterm_saves_and_exits(frozen_dir, tmp_path, monkeypatch):
     ({"data.image_size": 30}, "'data.image_size'"),
     ({"data.source_groups": (7,)}, "'data.source_groups'"),
     ({"compute_dtype": "float16"}, "'compute_dtype'"),
+    ({"generator_ema_decay": 1.0}, "'generator_ema_decay'"),
 ])
 def test_bad_config_fails_at_start_naming_the_key(frozen_dir, tmp_path, override, message):
     config = make_config(frozen_dir)
