@@ -1,5 +1,7 @@
 """Faster formulations of layers (chosen for CPU speed) against the plain ones they replace:
 the same function with the same parameters, values and gradients, to float32 round-off."""
+import functools
+
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -24,15 +26,16 @@ def _relative_error(actual, expected) -> float:
 
 def _assert_same_values_and_gradients(fast, plain, x, kernel, rng) -> jax.Array:
     """fast(x, kernel) equals plain(x, kernel) to float32 round-off, and so do the gradients
-    of both arguments under a random cotangent; returns the output."""
-    expected = plain(x, kernel)
-    actual = fast(x, kernel)
+    of both arguments under a random cotangent; returns the output. Compiled: run op by op,
+    an im2col conv compiles each of its kh*kw slices and their transposes on its own."""
+    expected = jax.jit(plain)(x, kernel)
+    actual = jax.jit(fast)(x, kernel)
     assert actual.shape == expected.shape
     assert _relative_error(actual, expected) < 1e-6
     cotangent = jnp.asarray(rng.normal(size=expected.shape), jnp.float32)
     loss = lambda f: lambda x, k: jnp.sum(f(x, k) * cotangent)  # noqa: E731
-    grads_expected = jax.grad(loss(plain), argnums=(0, 1))(x, kernel)
-    grads_actual = jax.grad(loss(fast), argnums=(0, 1))(x, kernel)
+    grads_expected = jax.jit(jax.grad(loss(plain), argnums=(0, 1)))(x, kernel)
+    grads_actual = jax.jit(jax.grad(loss(fast), argnums=(0, 1)))(x, kernel)
     for name, a, e in zip(("input", "kernel"), grads_actual, grads_expected):
         assert _relative_error(a, e) < 1e-5, name
     return actual
@@ -282,12 +285,14 @@ def test_generator_and_discriminator_conv_impls_share_parameters_and_outputs(fas
     age_group = jnp.asarray([0, 4])
     nets = {impl: (Generator(base_features=16, num_res_blocks=1, deconv_impl=deconv_impl, conv_impl=impl),
                    Discriminator(base_features=16, out_features=16, conv_impl=impl)) for impl in ("xla", fast_impl)}
-    g_vars = nets["xla"][0].init(jax.random.key(0), images, age_group, train=True)
-    d_vars = nets["xla"][1].init(jax.random.key(1), images / 128, age_group, train=True)
+    # Compiled, and shapes only for the fast impl's init: run op by op, init alone took
+    # most of this test's time.
+    g_vars = jax.jit(functools.partial(nets["xla"][0].init, train=True))(jax.random.key(0), images, age_group)
+    d_vars = jax.jit(functools.partial(nets["xla"][1].init, train=True))(jax.random.key(1), images / 128, age_group)
     for net, variables in zip(nets[fast_impl], (g_vars, d_vars)):
         inputs = images if net is nets[fast_impl][0] else images / 128
-        assert jax.tree.map(jnp.shape, net.init(jax.random.key(0), inputs, age_group, train=True)) == \
-            jax.tree.map(jnp.shape, variables)
+        shapes = jax.eval_shape(functools.partial(net.init, train=True), jax.random.key(0), inputs, age_group)
+        assert jax.tree.map(lambda a: a.shape, shapes) == jax.tree.map(jnp.shape, variables)
 
     def g_loss(impl, params):
         out = nets[impl][0].apply(dict(g_vars, params=params), images, age_group, train=True,
@@ -344,7 +349,8 @@ def test_auto_conv_impl_uses_im2col_for_training_and_xla_for_inference():
 
     def program(conv_impl, train):  # the program's text names every primitive, nested ones too
         generator = Generator(base_features=16, num_res_blocks=1, conv_impl=conv_impl)
-        variables = generator.init(jax.random.key(0), images, age_group, train=True)
+        variables = jax.eval_shape(functools.partial(generator.init, train=True), jax.random.key(0), images,
+                                   age_group)  # shapes are all the program needs
         return str(jax.make_jaxpr(lambda v: generator.apply(v, images, age_group, train=train,
                                                              mutable=["batch_stats"]))(variables))
 
