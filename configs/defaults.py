@@ -192,17 +192,18 @@ def classifier(task: str, variant: str = "") -> ml_collections.ConfigDict:
             c.eval_every = c.num_steps  # once, at the end
         c.optimizer.update(name="adam", learning_rate=1e-3, weight_decay=0.0, warmup_steps=0,
                            schedule=run.get("schedule", "constant"))
+        if variant == "demo":
+            # oneDNN's convs (the same functions up to float summation order): on a 2-core
+            # CPU they ran the demo's training steps 2.2x (trunk, batch 16) and 1.5x
+            # (evaluator, batch 32) faster than XLA's conv with AlexNet's grouped convs one
+            # group at a time, itself 2.8x faster than XLA's grouped conv (benchmarks/README.md,
+            # "The demo's budget"): time the first command's 15-minute budget does not have.
+            c.conv_impl = "onednn"
         if task == "age_evaluator":
             c.model.evaluator.update(SMALL_AGE_EVALUATOR[variant])
         else:
             c.model.alexnet.update(SMALL_ALEXNET[variant])
             c.model.dropout_rate = 0.0  # runs this short underfit; dropout only slows them
-            if variant == "demo":
-                # One ungrouped conv per group (the TF port's form, the same function): XLA's
-                # grouped conv ran the demo trunk's training 2.8x slower on a 2-core CPU (2 min
-                # 56 s against 1 min 2 s; benchmarks/README.md, "Grouped convs one group at a
-                # time"), time the first command's 15-minute budget does not have.
-                c.conv_impl = "xla_per_group"
         if task == "alexnet_identity":
             c.optimizer.head_learning_rate_multiplier = 1.0  # from scratch: no new layers
             # The synthetic identities carry no age, so without this term the trunk would

@@ -20,12 +20,14 @@ INPUT_SCALING = ("RGB 0..255 resized to architecture.image_size with TF1 legacy 
                  "(no antialiasing), then / 127.5 - 1 (range [-1, 1])")
 
 
-def build_age_evaluator(architecture: Mapping[str, Any], dtype: Any = jnp.float32) -> AgeEvaluator:
-    """The evaluator module from its architecture settings (config.model.evaluator)."""
+def build_age_evaluator(architecture: Mapping[str, Any], dtype: Any = jnp.float32,
+                        conv_impl: str = "xla") -> AgeEvaluator:
+    """The evaluator module from its architecture settings (config.model.evaluator);
+    conv_impl: how its convs run (the same function: models.layers.conv_function)."""
     return AgeEvaluator(stage_features=tuple(architecture["stage_features"]),
                         blocks_per_stage=int(architecture["blocks_per_stage"]),
                         num_groups=int(architecture["num_groups"]),
-                        image_size=int(architecture["image_size"]), dtype=dtype)
+                        image_size=int(architecture["image_size"]), dtype=dtype, conv_impl=conv_impl)
 
 
 def evaluator_input(pixels: jax.Array, image_size: int) -> jax.Array:

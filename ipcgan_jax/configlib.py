@@ -124,7 +124,7 @@ FIELDS: dict[str, dict[str, Range | None]] = {
                                                 "must be a non-empty list of positive widths"),
         "model.evaluator.blocks_per_stage": at_least(1), "model.evaluator.image_size": at_least(8),
         "model.evaluator.num_groups": AGE_GROUPS,
-        "class_weighting": one_of("none", "balanced"),
+        "class_weighting": one_of("none", "balanced"), "conv_impl": one_of(*CONV_IMPLS),
     },
     "eval": {
         "task": ANY, "step": NON_NEGATIVE, "batch_size": POSITIVE, "max_faces": at_least(0, " (0 = all)"),

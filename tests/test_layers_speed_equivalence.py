@@ -318,13 +318,16 @@ def test_config_conv_impl_reaches_the_networks_and_is_validated():
     assert config.conv_impl == "onednn"  # the paper's sizes: oneDNN on a CPU
     demo = config_file("demo")
     assert demo.conv_impl == "onednn" and config_file("g75_conv5", "quick").conv_impl == "xla"
-    # The demo's trunk and age head train with the grouped convs one group at a time.
-    for task in ("alexnet_identity", "age_classifier"):
-        assert gan.build_alexnet(demo.pretrain[task]).conv_impl == "xla_per_group"
+    # The demo's small networks train with oneDNN's convs too.
+    for task in ("alexnet_identity", "age_classifier", "age_evaluator"):
+        assert gan.conv_impl(demo.pretrain[task]) == "onednn"
+        if task != "age_evaluator":
+            assert gan.build_alexnet(demo.pretrain[task]).conv_impl == "onednn"
         demo.pretrain[task].conv_impl = "fft"
         with pytest.raises(configlib.ConfigError, match="conv_impl"):
             configlib.validate_config(demo)
-        demo.pretrain[task].conv_impl = "xla_per_group"
+        demo.pretrain[task].conv_impl = "onednn"
+    assert gan.conv_impl(config_file("age_evaluator")) == "xla"  # full size: a GPU's cuDNN
     config.conv_impl = "im2col"
     assert gan.build_generator(config).conv_impl == gan.build_discriminator(config).conv_impl == "im2col"
     config.conv_impl = "fft"

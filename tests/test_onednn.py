@@ -2,6 +2,9 @@
 compiled program through XLA's FFI, against XLA's conv: the same function, values and both
 gradients, to float32 round-off. (Against an independent sum over the taps, and G and D
 under 'onednn': tests/test_layers_speed_equivalence.py.)"""
+import functools
+import types
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -116,6 +119,43 @@ def test_conv_function_onednn_and_alexnet_share_parameters_and_outputs():
         assert _relative_error(actual[name], expected[name]) < 1e-5, name
     program = str(jax.make_jaxpr(lambda p: fast.apply({"params": p}, alex_images, outputs=("conv5",)))(params))
     assert "conv_general_dilated" not in program and program.count("ffi_call") == 5
+
+
+def test_age_evaluator_under_onednn_trains_like_under_xla():
+    """The evaluator task builds its network with the config's conv_impl; under 'onednn' its
+    logits and every gradient equal XLA's conv's up to float rounding."""
+    from ipcgan_jax import age_evaluator
+    from ipcgan_jax.classifiers import tasks
+    from tests.helpers import config_file
+
+    config = config_file("age_evaluator", "demo")
+    config.model.evaluator.update(stage_features=(8, 16), image_size=32)
+    assert config.conv_impl == "onednn"
+    plain, fast = (age_evaluator.build_age_evaluator(config.model.evaluator, conv_impl=impl)
+                   for impl in ("xla", "onednn"))
+    rng = np.random.default_rng(4)
+    images = jnp.asarray(rng.uniform(-1, 1, (4, 32, 32, 3)), jnp.float32)
+    variables = jax.jit(functools.partial(plain.init, train=False))(jax.random.key(0), images)
+
+    def loss(module, params):
+        logits, _ = module.apply(dict(variables, params=params), images, train=True, mutable=["batch_stats"])
+        return jnp.sum(logits * jnp.arange(logits.shape[-1])), logits
+
+    results = {}
+    for name, module in (("xla", plain), ("onednn", fast)):
+        results[name] = jax.jit(jax.value_and_grad(functools.partial(loss, module), has_aux=True))(
+            variables["params"])
+    (_, logits_xla), grads_xla = results["xla"]
+    (_, logits_new), grads_new = results["onednn"]
+    assert _relative_error(logits_new, logits_xla) < 1e-5
+    flat = lambda tree: jnp.concatenate([jnp.ravel(x) for x in jax.tree.leaves(tree)])  # noqa: E731
+    assert _relative_error(flat(grads_new), flat(grads_xla)) < 1e-4
+    program = str(jax.make_jaxpr(lambda p: fast.apply(dict(variables, params=p), images))(variables["params"]))
+    assert "conv_general_dilated" not in program and "ffi_call" in program
+    # ... and the task builds what the config names
+    task = tasks.evaluator_task(config, types.SimpleNamespace(age_group=np.arange(20) % 5, name="faces"))
+    task_program = str(jax.make_jaxpr(lambda v: task.apply(v, None, images * 127.5, None))(variables))
+    assert "conv_general_dilated" not in task_program and "ffi_call" in task_program
 
 
 def test_conv_function_without_the_library_runs_im2col_and_says_so(monkeypatch, tmp_path, caplog):

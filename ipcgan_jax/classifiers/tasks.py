@@ -124,7 +124,8 @@ def balanced_class_weights(labels: np.ndarray, num_classes: int, origin: str) ->
 def evaluator_task(config: ml_collections.ConfigDict, train_faces) -> ClassifierTask:
     """The independent age evaluator (its own network, input scaling and seed), its loss
     weighted per age group of `train_faces` if config.class_weighting asks."""
-    evaluator = age_evaluator.build_age_evaluator(config.model.evaluator, gan.compute_dtype(config))
+    evaluator = age_evaluator.build_age_evaluator(config.model.evaluator, gan.compute_dtype(config),
+                                                  gan.conv_impl(config))
     size = evaluator.image_size
     mean = jnp.asarray(CAFFE_MEAN_BGR, jnp.float32)
 

@@ -13,7 +13,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from ipcgan_jax.models.layers import Dtype
+from ipcgan_jax.models.layers import Dtype, conv_function
 
 
 class _ResidualBlock(nn.Module):
@@ -22,6 +22,7 @@ class _ResidualBlock(nn.Module):
     features: int
     strides: int
     dtype: Dtype
+    conv_impl: str
 
     @nn.compact
     def __call__(self, x: jax.Array, train: bool) -> jax.Array:
@@ -29,6 +30,7 @@ class _ResidualBlock(nn.Module):
                                          dtype=self.dtype, param_dtype=jnp.float32, name=name)
         conv = lambda k, s, name: nn.Conv(self.features, (k, k), strides=(s, s), padding="SAME",  # noqa: E731
                                           use_bias=False, dtype=self.dtype, param_dtype=jnp.float32,
+                                          conv_general_dilated=conv_function(self.conv_impl, self.features),
                                           name=name)
         shortcut = x
         if self.strides != 1 or x.shape[-1] != self.features:
@@ -57,18 +59,22 @@ class AgeEvaluator(nn.Module):
     num_groups: int = 5
     image_size: int = 128
     dtype: Dtype = jnp.float32
+    # How the convs run (models.layers.conv_function): the same function whichever, up to
+    # float summation order; 'onednn' trained the demo's evaluator 1.5x faster on a CPU.
+    conv_impl: str = "xla"
 
     @nn.compact
     def __call__(self, images: jax.Array, train: bool = False) -> jax.Array:
         x = images.astype(self.dtype)
         x = nn.Conv(self.stage_features[0], (3, 3), strides=(2, 2), padding="SAME", use_bias=False,
-                    dtype=self.dtype, param_dtype=jnp.float32, name="stem_conv")(x)
+                    dtype=self.dtype, param_dtype=jnp.float32,
+                    conv_general_dilated=conv_function(self.conv_impl, self.stage_features[0]), name="stem_conv")(x)
         x = nn.relu(nn.BatchNorm(use_running_average=not train, momentum=0.9, dtype=self.dtype,
                                  param_dtype=jnp.float32, name="stem_bn")(x))
         for stage, features in enumerate(self.stage_features):
             for block in range(self.blocks_per_stage):
                 strides = 2 if stage > 0 and block == 0 else 1
-                x = _ResidualBlock(features, strides, self.dtype,
+                x = _ResidualBlock(features, strides, self.dtype, self.conv_impl,
                                    name=f"stage{stage}_block{block}")(x, train)
         x = jnp.mean(x.astype(jnp.float32), axis=(1, 2))
         return nn.Dense(self.num_groups, param_dtype=jnp.float32, name="age_logits")(x)
