@@ -318,15 +318,17 @@ def test_config_conv_impl_reaches_the_networks_and_is_validated():
     assert config.conv_impl == "onednn"  # the paper's sizes: oneDNN on a CPU
     demo = config_file("demo")
     assert demo.conv_impl == "onednn" and config_file("g75_conv5", "quick").conv_impl == "xla"
-    # The demo's small networks train with oneDNN's convs too.
-    for task in ("alexnet_identity", "age_classifier", "age_evaluator"):
-        assert gan.conv_impl(demo.pretrain[task]) == "onednn"
+    # The demo's trunk trains with the grouped convs one group at a time, its age head and
+    # evaluator with oneDNN's convs.
+    for task, impl in (("alexnet_identity", "xla_per_group"), ("age_classifier", "onednn"),
+                       ("age_evaluator", "onednn")):
+        assert gan.conv_impl(demo.pretrain[task]) == impl
         if task != "age_evaluator":
-            assert gan.build_alexnet(demo.pretrain[task]).conv_impl == "onednn"
+            assert gan.build_alexnet(demo.pretrain[task]).conv_impl == impl
         demo.pretrain[task].conv_impl = "fft"
         with pytest.raises(configlib.ConfigError, match="conv_impl"):
             configlib.validate_config(demo)
-        demo.pretrain[task].conv_impl = "onednn"
+        demo.pretrain[task].conv_impl = impl
     assert gan.conv_impl(config_file("age_evaluator")) == "xla"  # full size: a GPU's cuDNN
     config.conv_impl = "im2col"
     assert gan.build_generator(config).conv_impl == gan.build_discriminator(config).conv_impl == "im2col"
