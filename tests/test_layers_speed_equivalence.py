@@ -364,3 +364,13 @@ def test_auto_conv_impl_uses_im2col_for_training_and_xla_for_inference():
         assert program("auto", True) == program("im2col", True)
         assert (program("im2col", True).count("conv_general_dilated")
                 < program("xla", True).count("conv_general_dilated"))
+
+
+@pytest.mark.parametrize("name", ["conv_im2col", "conv_onednn"])
+def test_conv_replacements_refuse_other_layouts_and_dilation_by_name(name):
+    conv = {"conv_im2col": conv_im2col, "conv_onednn": onednn.conv_onednn}[name]
+    x, kernel = jnp.zeros((1, 6, 6, 3)), jnp.zeros((3, 3, 3, 4))
+    with pytest.raises(ValueError, match=f"{name} supports NHWC/HWIO/NHWC only"):
+        conv(x, kernel, (1, 1), "SAME", dimension_numbers=("NCHW", "OIHW", "NCHW"))
+    with pytest.raises(ValueError, match=f"{name} does not support dilation"):
+        conv(x, kernel, (1, 1), "SAME", rhs_dilation=(2, 2), dimension_numbers=("NHWC", "HWIO", "NHWC"))

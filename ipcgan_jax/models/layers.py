@@ -17,6 +17,7 @@ import numpy as np
 
 from ipcgan_jax.constants import CONV_IMPLS
 from ipcgan_jax.models import onednn
+from ipcgan_jax.models.conv_args import check_nhwc_without_dilation
 
 Dtype = Any
 
@@ -95,12 +96,7 @@ def conv_im2col(lhs: jax.Array, rhs: jax.Array, window_strides: Sequence[int],
     is slow) and the data gradient as dy @ W^T scattered back by the slices' transposes.
     The same function as the conv, up to float summation order.
     """
-    nhwc = jax.lax.conv_dimension_numbers(lhs.shape, rhs.shape, ("NHWC", "HWIO", "NHWC"))
-    if dimension_numbers is None or jax.lax.conv_dimension_numbers(
-            lhs.shape, rhs.shape, dimension_numbers) != nhwc:
-        raise ValueError(f"conv_im2col supports NHWC/HWIO/NHWC only, got {dimension_numbers!r}")
-    if any(d != 1 for d in (*(lhs_dilation or ()), *(rhs_dilation or ()))):
-        raise ValueError("conv_im2col does not support dilation")
+    check_nhwc_without_dilation("conv_im2col", lhs, rhs, dimension_numbers, lhs_dilation, rhs_dilation)
     n, height, width, channels = lhs.shape
     kh, kw, group_channels, out_features = rhs.shape
     groups = feature_group_count

@@ -30,6 +30,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from ipcgan_jax.models.conv_args import check_nhwc_without_dilation
+
 LIBRARY_ENV = "IPCGAN_ONEDNN_LIBRARY"
 INSTALL_HINT = "pip install onednn-cpu-gomp==2023.2.0 (in requirements.txt)"
 
@@ -412,12 +414,7 @@ def conv_onednn(lhs: jax.Array, rhs: jax.Array, window_strides: Sequence[int],
     float32 only). `precision` and `preferred_element_type` are accepted for the
     signature's sake: the result is float32 at full precision either way.
     """
-    nhwc = jax.lax.conv_dimension_numbers(lhs.shape, rhs.shape, ("NHWC", "HWIO", "NHWC"))
-    if dimension_numbers is None or jax.lax.conv_dimension_numbers(
-            lhs.shape, rhs.shape, dimension_numbers) != nhwc:
-        raise ValueError(f"conv_onednn supports NHWC/HWIO/NHWC only, got {dimension_numbers!r}")
-    if any(d != 1 for d in (*(lhs_dilation or ()), *(rhs_dilation or ()))):
-        raise ValueError("conv_onednn does not support dilation")
+    check_nhwc_without_dilation("conv_onednn", lhs, rhs, dimension_numbers, lhs_dilation, rhs_dilation)
     if lhs.dtype != jnp.float32 or rhs.dtype != jnp.float32:
         return jax.lax.conv_general_dilated(lhs, rhs, window_strides, padding, dimension_numbers=dimension_numbers,
                                             feature_group_count=feature_group_count, precision=precision,
