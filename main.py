@@ -14,7 +14,6 @@ from absl import app, flags, logging
 from ml_collections import config_flags
 
 from ipcgan_jax import checkpointing, configlib
-from ipcgan_jax.runlib import host_memory
 from ipcgan_jax.runlib.lock import WorkdirLockedError
 from ipcgan_jax.tasks import train_and_evaluate
 
@@ -41,7 +40,6 @@ def main(argv):
     del argv
     if not FLAGS["verbosity"].present:  # keep the console to the progress bars and results
         logging.set_verbosity(logging.WARNING)
-    host_memory.keep_freed_memory()  # a faster step on CPUs (its module doc says why)
     if FLAGS.distributed:
         jax.distributed.initialize()
     try:

@@ -5,7 +5,6 @@
   frozen    the frozen AlexNet parts a run reads, checked against its config
   loop      opening a run (mesh, metric writer, checkpointer), restoring the newest
             readable checkpoint, preemption, finite checks, and the training loop's skeleton
-  host_memory  malloc kept from handing freed memory back between steps (main.py sets it)
 
 Multi-host helpers (barriers, gathers) are in `ipcgan_jax.parallel`.
 """
