@@ -11,8 +11,8 @@ for a failure measured at this scale (below): target groups mixed within a batch
 identity loss on conv1 at weight 2.5e-6, no age-classifier loss, an L1 pixel term,
 upsampling by resize-conv, a residual output, and samples drawn with a moving average of
 G's weights.
-Expect 9-16 minutes on a 2-core CPU (13 min 51 s on the machine the README measured on,
-2026-11-29, 14 min 54 s and 15 min 51 s on 2026-11-30; its speed varies from day to day)
+Expect 9-15 minutes on a 2-core CPU (14 min 30 s and 14 min 35 s for seeds 0 and 1 on the
+machine the README measured on, 2026-11-30; its speed varies by about a minute)
 and sample grids in WORKDIR/samples/ of sharp faces that keep their identity and age
 toward 51+ (hairline, lines, greying), the older ones under faint horizontal lines and
 coloured streaks across forehead and hair (README, "What the demo does", says what is
