@@ -276,10 +276,11 @@ def run_comparison(args) -> dict:
                 best = min(timed, key=lambda v: summaries[v]["median_ms"]) if timed else args.torch_variants[0]
                 torch_runs = torch_variant_runs[best]
                 row["torch"] = dict(summaries[best], variant=best)
-                row["torch_runs"] = torch_runs
-                if len(summaries) > 1:
+                if len(summaries) > 1:  # every variant's runs, the best one's among them
                     row["torch_variants"] = summaries
                     row["torch_variant_runs"] = torch_variant_runs
+                else:
+                    row["torch_runs"] = torch_runs
             for impl, runs in jax_runs.items():
                 label = impl or "config"
                 row["jax"][label] = summary = _jax_summary(runs)
