@@ -151,8 +151,9 @@ def classifier(task: str, variant: str = "") -> ml_collections.ConfigDict:
         # Dropout on fc6/fc7 (identity) or age_fc6/age_fc7 (age) while training only, as
         # in Caffe's AlexNet; the frozen networks in the GAN run without it.
         c.model = ml_collections.ConfigDict(dict(alexnet=alexnet(), dropout_rate=0.5))
-        # How AlexNet's grouped convs (conv2, conv4, conv5) run (models.layers.conv_function).
-        c.conv_impl = "xla"
+    # How the network's convs run (models.layers.conv_function; for AlexNet, its grouped convs
+    # conv2, conv4, conv5): the same function whichever, up to float summation order.
+    c.conv_impl = "xla"
     c.optimizer = ml_collections.ConfigDict(dict(
         name="momentum",             # 'momentum' (SGD, momentum 0.9) | 'adam' (AdamW)
         learning_rate=0.1 if task == "age_evaluator" else 0.01,

@@ -69,7 +69,8 @@ UPSAMPLING_GRID_PERIOD = 4
 # Config fields added after runs were recorded, with the value that reproduces those runs:
 # a recorded config without the key resumes (runlib.workdir) and is read under that value.
 FIELDS_ADDED_LATER = {"model.generator.residual_output": False, "class_weighting": "none", "conv_impl": "xla",
-                      "pretrain.age_evaluator.class_weighting": "none", "loss.pixel_weight": 0.0,
+                      "pretrain.age_evaluator.class_weighting": "none", "pretrain.age_evaluator.conv_impl": "xla",
+                      "loss.pixel_weight": 0.0,
                       "generator_ema_decay": 0.0}
 
 # Which of a GAN run's generator weights to read (inference.load_generator): the moving

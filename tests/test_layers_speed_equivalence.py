@@ -348,6 +348,19 @@ def test_run_recorded_before_conv_impl_resumes_only_under_xla(tmp_path):
     assert_resumes_only_at_default(config, str(tmp_path / "run"), "conv_impl", "auto")
 
 
+def test_run_recorded_before_the_evaluator_conv_impl_resumes_only_under_xla(tmp_path):
+    """The evaluator ran XLA's conv before it had the option, standalone and inside a GAN
+    config's pretrain group."""
+    from tests.helpers import assert_resumes_only_at_default, config_file
+
+    evaluator = config_file("age_evaluator", "quick")
+    assert evaluator.conv_impl == "xla"
+    assert_resumes_only_at_default(evaluator, str(tmp_path / "evaluator"), "conv_impl", "onednn")
+    gan_config = config_file("g75_conv5", "quick")  # trains its frozen networks first
+    assert gan_config.pretrain.age_evaluator.conv_impl == "xla"
+    assert_resumes_only_at_default(gan_config, str(tmp_path / "gan"), "pretrain.age_evaluator.conv_impl", "onednn")
+
+
 def test_auto_conv_impl_uses_im2col_for_training_and_xla_for_inference():
     """im2col gains in the backward pass; a CPU 'auto' generator in test mode keeps XLA's conv."""
     images, age_group = jnp.zeros((1, 16, 16, 3)), jnp.zeros((1,), jnp.int32)
