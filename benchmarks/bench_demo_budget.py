@@ -32,6 +32,7 @@ import statistics
 import sys
 import time
 
+from bench_step import make_step_inputs  # noqa: E402
 from json_report import print_report, run_json  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -84,25 +85,17 @@ def _classifier_program(config, rng):
 
 
 def _gan_program(config, rng):
+    """(compiled step, state, batch, frozen) of the demo's GAN: bench_step's random batch and
+    scaled random AlexNet."""
     import jax
 
     from ipcgan_jax import gan
-    from ipcgan_jax.constants import CAFFE_MEAN_BGR
 
-    n, size, alex = config.batch_size, config.data.image_size, config.data.alexnet_size
-    mean = CAFFE_MEAN_BGR
-    batch = jax.device_put({
-        "source_d": (rng.uniform(0, 255, (n, size, size, 3)) - mean).astype("float32"),
-        "source_g": (rng.uniform(0, 255, (n, size, size, 3)) - mean).astype("float32"),
-        "source_g_alexnet": (rng.uniform(0, 255, (n, alex, alex, 3)) - mean).astype("float32"),
-        "real": rng.uniform(-1, 1, (n, size, size, 3)).astype("float32"),
-        "target_group": rng.integers(0, 5, n).astype("int32"),
-        "false_group": rng.integers(0, 5, n).astype("int32")})
-    frozen = jax.tree.map(lambda x: x * 0.25, jax.jit(gan.build_alexnet(config).init)(
-        jax.random.key(1), jax.numpy.zeros((1, alex, alex, 3)))["params"])
+    del rng  # bench_step's inputs have their own seed
+    pool, frozen = make_step_inputs(config, seed=0, pool_size=1)
     state = jax.jit(lambda: gan.init_state(config, jax.random.key(config.seed)))()
     step = jax.jit(gan.make_train_step(config), donate_argnums=(0,))
-    return step, state, batch, frozen
+    return step, state, pool[0], frozen
 
 
 def run_worker(args) -> dict:

@@ -205,7 +205,7 @@ def classifier(task: str, variant: str = "") -> ml_collections.ConfigDict:
             # conv on a 2-core CPU; neither network reaches G's loss (the demo's age weight
             # is 0), so the GAN trains as before. The trunk, whose conv1 features are G's
             # identity target, keeps AlexNet's grouped convs one group at a time (2.8x
-            # faster than XLA's grouped conv): under oneDNN it trained 2.2x faster but
+            # faster than XLA's grouped conv): under oneDNN its step ran 1.7x faster but
             # elsewhere (conv1 features 0.6x the scale), away from the loss weights tuned
             # on it.
             c.conv_impl = "xla_per_group" if task == "alexnet_identity" else "onednn"

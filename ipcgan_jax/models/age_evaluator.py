@@ -60,7 +60,8 @@ class AgeEvaluator(nn.Module):
     image_size: int = 128
     dtype: Dtype = jnp.float32
     # How the convs run (models.layers.conv_function): the same function whichever, up to
-    # float summation order; 'onednn' trained the demo's evaluator 1.5x faster on a CPU.
+    # float summation order; under 'onednn' the demo's evaluator's training step ran 1.3x
+    # faster on a CPU (benchmarks/README.md, "The demo's budget").
     conv_impl: str = "xla"
 
     @nn.compact
