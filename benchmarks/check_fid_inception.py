@@ -13,6 +13,7 @@ with torch.save in both formats (zip and legacy). The project's Python then comp
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import os
 import subprocess
@@ -29,12 +30,12 @@ def import_torchvision() -> None:
     """Imports torchvision; a CUDA torchvision wheel beside a CPU torch lacks its C ops,
     whose fake-kernel registrations then fail: skip those (InceptionV3 needs none)."""
     try:
-        import torchvision  # noqa: F401
+        importlib.import_module("torchvision")
     except RuntimeError:
         for name in [n for n in sys.modules if n == "torchvision" or n.startswith("torchvision.")]:
             del sys.modules[name]
         sys.modules["torchvision._meta_registrations"] = types.ModuleType("torchvision._meta_registrations")
-        import torchvision  # noqa: F401
+        importlib.import_module("torchvision")
 
 
 def random_fid_inception(seed: int):

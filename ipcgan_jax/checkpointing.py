@@ -11,12 +11,15 @@ Two formats:
 Failures come back as `CheckpointError`s that say which step and why in one line:
 `UnreadableCheckpointError` for damaged files (truncated or missing array data, a corrupt
 manifest or metadata JSON), `CheckpointSaveError` for a save that could not be written
-(disk full, permission lost). Orbax logs each such failure from its worker threads with
-full tracebacks, and its abandoned asyncio tasks print more when they are collected; both
-are silenced here (see `_quiet_orbax_failures`), the exceptions carry the reason.
+(disk full, permission lost), a plain `CheckpointError` naming the field for a checkpoint
+whose state has another layout than the run builds. Orbax logs each such failure from its
+worker threads with full tracebacks, and its abandoned asyncio tasks print more when they
+are collected; both are silenced here (see `_quiet_orbax_failures`), the exceptions carry
+the reason.
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
@@ -117,6 +120,35 @@ def _damage(error: BaseException, step_dir: str) -> tuple[str, str] | None:
                 array = re.match(r'Error (?:reading|opening) .*?"([^"/]+)/', detail)  # the array it failed on
                 detail = detail.rsplit('": ', 1)[-1]
                 return tag, f"{meaning} ({array.group(1) + ': ' if array else ''}{detail})"
+    return None
+
+
+def _without_fields_added_later(abstract_state: PyTree, saved_fields: set[str]) -> tuple[PyTree, list[str]]:
+    """(restore target, names of the fields it leaves out): a dataclass state's fields that
+    are None and that the checkpoint lacks are left out (the target becomes a dict of the
+    other fields, which is how Orbax stores a dataclass); any other state is kept whole."""
+    if not dataclasses.is_dataclass(abstract_state):
+        return abstract_state, []
+    fields = {field.name: getattr(abstract_state, field.name) for field in dataclasses.fields(abstract_state)}
+    added_later = sorted(name for name, value in fields.items() if value is None and name not in saved_fields)
+    if not added_later:
+        return abstract_state, []
+    return {name: value for name, value in fields.items() if name not in added_later}, added_later
+
+
+def _structure_mismatch(error: BaseException) -> str | None:
+    """Orbax's description of how a checkpoint's tree differs from the restore target, on
+    one line; None for other failures."""
+    for cause in _chain(error):
+        message = str(cause)
+        if not isinstance(cause, ValueError):
+            continue
+        if "tree structures do not match" in message:  # a field's kind differs (e.g. None / a tree)
+            diff = message.split(":", 1)[1].rsplit("If this mismatch is intentional", 1)[0]
+            diff = diff.replace("- Source:", "this run's:").replace("- Target:", "the checkpoint's:")
+            return " ".join(diff.split())
+        if message.startswith("Structure mismatch"):  # a path one side lacks
+            return " ".join(message.split())
     return None
 
 
@@ -233,7 +265,10 @@ class TrainCheckpointer:
             enable_async_checkpointing=async_save,
             cleanup_tmp_directories=True,
             create=True)
-        self._manager = ocp.CheckpointManager(self.directory, options=options, item_names=("state", "run"))
+        # Handlers named up front: a fresh manager can then read a step's metadata before
+        # restoring it (`restore`).
+        self._manager = ocp.CheckpointManager(self.directory, options=options, item_handlers={
+            "state": ocp.StandardCheckpointHandler(), "run": ocp.JsonCheckpointHandler()})
         self._unfinished_step: int | None = None  # the save in flight (asynchronous saves)
         self._failed = False  # a failed save was reported: close() does not report it again
 
@@ -262,17 +297,32 @@ class TrainCheckpointer:
                                   f"{_write_failure(error)}; {kept}") from None
 
     def restore(self, step: int, abstract_state: PyTree) -> tuple[PyTree, dict]:
-        """Restores `step` into the shapes, dtypes and shardings of `abstract_state`."""
+        """Restores `step` into the shapes, dtypes and shardings of `abstract_state`.
+
+        A field of a dataclass state that is None in `abstract_state` (an option left off)
+        and absent from the checkpoint was added to the state after the checkpoint was
+        written: it comes back as None, as config fields added later resume at the value
+        that reproduces the recorded run. Any other difference in the state's structure
+        raises a CheckpointError naming it."""
+        step_dir = os.path.join(self.directory, str(step))
         try:
+            saved_fields = set(self._manager.item_metadata(step)["state"].keys())
+            target, added_later = _without_fields_added_later(abstract_state, saved_fields)
             restored = self._manager.restore(step, args=ocp.args.Composite(
-                state=ocp.args.StandardRestore(abstract_state), run=ocp.args.JsonRestore()))
+                state=ocp.args.StandardRestore(target), run=ocp.args.JsonRestore()))
         except Exception as error:  # noqa: BLE001 (classified below; the rest re-raised as is)
-            step_dir = os.path.join(self.directory, str(step))
             damage = _damage(error, step_dir)
-            if damage is None:
+            if damage is not None:
+                raise UnreadableCheckpointError(self.directory, step, damage[1], damage[0]) from None
+            mismatch = _structure_mismatch(error)
+            if mismatch is None:
                 raise
-            raise UnreadableCheckpointError(self.directory, step, damage[1], damage[0]) from None
-        return restored["state"], restored["run"]
+            raise CheckpointError(f"checkpoint {step} in {self.directory} does not hold the state this run "
+                                  f"builds (written by another version of ipcgan_jax?): {mismatch}") from None
+        state = restored["state"]
+        if added_later:
+            state = type(abstract_state)(**state, **{name: None for name in added_later})
+        return state, restored["run"]
 
     def move_aside(self, step: int, tag: str) -> str:
         """Moves the folder of checkpoint `step` to WORKDIR/checkpoints_quarantine/<step>-<tag>

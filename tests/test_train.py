@@ -1,4 +1,5 @@
 """The GAN trainer end to end: outputs, resume equivalence, preemption, bad configs."""
+import dataclasses
 import json
 import os
 import shutil
@@ -281,6 +282,62 @@ def truncate_arrays(step_dir):
 
 def tree_bytes(root):
     return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def rewrite_checkpoint(workdir, step, fields):
+    """Replaces checkpoint `step` of the run in `workdir` by the GAN state `fields` (a dict
+    of GanState's fields, as Orbax stores a dataclass), keeping its run bookkeeping."""
+    checkpoints = str(workdir / "checkpoints")
+    _, run_info, _ = checkpointing.restore_state_tree(checkpoints, step)
+    shutil.rmtree(os.path.join(checkpoints, str(step)))
+    writer = checkpointing.TrainCheckpointer(checkpoints, keep_last=4, keep_every=0)
+    writer.save(step, fields, run_info)
+    writer.close()
+
+
+def state_fields(state, leave_out=()):
+    return {field.name: getattr(state, field.name) for field in dataclasses.fields(state)
+            if field.name not in leave_out}
+
+
+def test_run_saved_before_the_weight_average_existed_resumes_on_its_trajectory(frozen_dir, uninterrupted,
+                                                                              tmp_path):
+    """A faithful run written before GanState had g_ema_params (its checkpoint lacks the
+    field, its config.json lacks generator_ema_decay) resumes and ends where an
+    uninterrupted run does."""
+    _, straight = uninterrupted
+    workdir = tmp_path / "old"
+    first = tasks.train_and_evaluate(make_config(frozen_dir, num_steps=2), str(workdir))
+    rewrite_checkpoint(workdir, 2, state_fields(first, leave_out=("g_ema_params",)))
+    config_path = workdir / workdir_lib.CONFIG_FILE
+    recorded = json.loads(config_path.read_text())
+    del recorded["generator_ema_decay"]
+    config_path.write_text(json.dumps(recorded))
+    saved = checkpointing.restore_state_tree(str(workdir / "checkpoints"), 2)[0]
+    assert "g_ema_params" not in saved and "g_params" in saved, "must be the old layout"
+
+    resumed = tasks.train_and_evaluate(make_config(frozen_dir), str(workdir))
+    assert resumed.g_ema_params is None
+    assert_same_state(resumed, straight)
+    events = [json.loads(l) for l in open(workdir / "metrics.jsonl") if '"event"' in l]
+    assert [e["step"] for e in events if e["event"] == "resumed"] == [2]
+
+
+def test_checkpoint_of_another_state_layout_is_refused_naming_the_field(frozen_dir, uninterrupted, tmp_path):
+    """A checkpoint whose state differs from what the run builds otherwise than by a field
+    added later (here: it holds a weight average the faithful run does not keep) stops the
+    run with a CheckpointError naming the field; the checkpoint is neither moved nor changed."""
+    _, straight = uninterrupted
+    workdir = copy_of_run(uninterrupted, tmp_path)
+    shutil.rmtree(workdir / "checkpoints" / "4")
+    fields = state_fields(straight)
+    fields["g_ema_params"] = straight.g_params
+    rewrite_checkpoint(workdir, 2, fields)
+    before = tree_bytes(workdir / "checkpoints")
+    with pytest.raises(checkpointing.CheckpointError, match="checkpoint 2 .*g_ema_params"):
+        tasks.train_and_evaluate(make_config(frozen_dir), str(workdir))
+    assert tree_bytes(workdir / "checkpoints") == before
+    assert not (workdir / "checkpoints_quarantine").exists()
 
 
 def test_unreadable_newest_checkpoint_is_moved_aside_and_training_resumes(frozen_dir, uninterrupted, tmp_path,
