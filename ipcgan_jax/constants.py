@@ -17,6 +17,9 @@ CAFFE_MEAN_BGR = (104.0, 117.0, 124.0)
 AGE_GROUP_UPPER_AGES = (20, 30, 40, 50)
 MIN_AGE = 11
 AGE_GROUP_LABELS = ("11-20", "21-30", "31-40", "41-50", "51+")
+# The oldest age a dataset's labels may give (UTKFace's oldest face is 116): an older one
+# is a labelling error, and the builders skip and report the image.
+MAX_LABELLED_AGE = 120
 NUM_AGE_GROUPS = len(AGE_GROUP_LABELS)
 
 # Continuous ages (ipcgan_jax.continuous_age.age_condition): each group's centre in years, the

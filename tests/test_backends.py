@@ -239,6 +239,43 @@ def test_pack_command_writes_every_split_and_load_faces_reads_it(tmp_path):
         pack_splits(synthetic_config(), ["test"], out)
 
 
+def test_pack_writes_nothing_unless_every_split_can_be_written(tmp_path):
+    """Splits are checked before any is written; a SPLIT.partial folder is deleted only when
+    an interrupted pack left it (its marker inside), never when it is the user's."""
+    out = tmp_path / "packed"
+    users = out / "train.partial"
+    users.mkdir(parents=True)
+    (users / "keep.txt").write_text("mine")
+    with pytest.raises(FileExistsError, match="train.partial exists and was not left by an interrupted pack"):
+        pack_splits(synthetic_config(), ["test", "train"], str(out))
+    assert os.listdir(out) == ["train.partial"] and (users / "keep.txt").read_text() == "mine"
+
+    other = tmp_path / "other"
+    with pytest.raises(ValueError, match="got 'nosuch'"):
+        pack_splits(synthetic_config(), ["test", "nosuch"], str(other))
+    assert not other.exists() or not os.listdir(other)
+
+    interrupted = other / "test.partial"  # what a pack killed while writing leaves
+    interrupted.mkdir(parents=True)
+    (interrupted / packed.PARTIAL_MARKER).touch()
+    (interrupted / packed.IMAGES_FILE).write_bytes(b"half")
+    assert pack_splits(synthetic_config(), ["test"], str(other)) == [str(other / "test")]
+    assert sorted(os.listdir(other)) == ["test"]
+    assert packed.PARTIAL_MARKER not in os.listdir(other / "test")
+    np.testing.assert_array_equal(load_faces(synthetic_config(str(other)), "test").age_group,
+                                  load_faces(synthetic_config(), "test").age_group)
+
+    # The command says so in one line.
+    config = tmp_path / "pack_config.py"
+    config.write_text("import ml_collections\n\ndef get_config():\n    return ml_collections.ConfigDict("
+                      f"{{'data': {synthetic_config().to_dict()!r}}})\n")
+    command = subprocess.run([sys.executable, "-m", "ipcgan_jax.data.pack", f"--config={config}",
+                              f"--out={other}", "--splits=test"], capture_output=True, text=True, cwd=REPO)
+    assert command.returncode == 1 and "Traceback" not in command.stderr, command.stderr
+    assert command.stderr.strip().splitlines()[-1] == (f"error: {other / 'test'} exists; delete it to pack "
+                                                      "split 'test' again")
+
+
 def test_pack_shrinks_by_size_jpeg_and_group_cap_and_load_faces_decodes(tmp_path):
     """What launch/gpu_check.sh carries: resized, JPEG-stored, at most K faces per group."""
     import jax.numpy as jnp

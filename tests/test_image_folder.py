@@ -140,3 +140,78 @@ def test_split_seed_changes_the_split_and_folder_names_must_differ(utk_folders, 
                                    manual_dirs=[str(folders[0]), str(folders[0])], num_workers=1)
     with pytest.raises(ValueError, match="distinct folder names"):
         same_name.download_and_prepare()
+
+
+def _write_rows(root, rows, header=("path", "age"), images=()):
+    """A folder of 16x16 JPEGs `images` and labels.csv of `rows` (tuples in `header` order)."""
+    root.mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    for name in images:
+        Image.fromarray(rng.integers(0, 256, (16, 16, 3), dtype=np.uint8)).save(root / name, format="JPEG")
+    with open(root / "labels.csv", "w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(header)
+        writer.writerows(rows)
+    return root
+
+
+def _prealigned(folder, data_dir, config="prealigned"):
+    return ["image_folder", f"--config={config}", f"--manual_dir={folder}", f"--data_dir={data_dir}",
+            "--aligned_size=16", "--num_workers=1"]
+
+
+def test_rebuild_into_a_data_dir_of_another_folder_is_refused_and_keeps_the_dataset(tmp_path, capsys):
+    names = [f"{i}.jpg" for i in range(6)]
+    first = _write_rows(tmp_path / "first", [(n, 20 + 5 * i) for i, n in enumerate(names)], images=names)
+    second = _write_rows(tmp_path / "second", [(n, 20 + 5 * i) for i, n in enumerate(names)], images=names)
+    data_dir = tmp_path / "tfds"
+    assert build.main(_prealigned(first, data_dir)) == 0
+    built = {path: open(os.path.join(data_dir, path), "rb").read() for path in _all_files(data_dir)}
+    report = next(path for path in built if path.endswith(REPORT_FILE_NAME))
+    assert json.loads(built[report])["manual_dirs"] == [str(first)]  # recorded for one folder too
+    capsys.readouterr()
+
+    assert build.main(_prealigned(first, data_dir)) == 0  # the same command again: nothing to do
+    assert "built already" in capsys.readouterr().out
+    assert build.main(_prealigned(second, data_dir)) == 1
+    error = capsys.readouterr().err
+    assert f"built from {first}" in error and f"nothing was read from {second}" in error
+    assert {path: open(os.path.join(data_dir, path), "rb").read() for path in _all_files(data_dir)} == built
+
+
+def test_rows_a_dataset_cannot_use_are_skipped_naming_the_reason(tmp_path):
+    names = [f"{i}.jpg" for i in range(8)]
+    rows = [(n, 20 + 5 * i, i % 2, i % 3) for i, n in enumerate(names)]
+    rows[1] = (names[1], 200, 0, 0)  # a labelling error
+    rows[2] = (names[2], 30, "", 1)  # no gender: no identity class
+    rows.append(("adir", 40, 1, 1))  # a folder, not an image
+    folder = _write_rows(tmp_path / "faces" / "images", rows, header=("file", "age", "gender", "race"),
+                         images=names)
+    (folder / "adir").mkdir()
+    os.replace(folder / "labels.csv", folder.parent / "labels.csv")  # the utkface layout
+    data_dir = tmp_path / "tfds"
+    assert build.main(["image_folder", "--config=utkface", f"--manual_dir={folder.parent}",
+                       f"--data_dir={data_dir}", "--aligned_size=16", "--num_workers=1"]) == 0
+    report = json.loads(next((data_dir / "image_folder").rglob(REPORT_FILE_NAME)).read_text())
+    reasons = {e["file"]: e["reason"] for s in report["splits"].values() for e in s["skipped_files"]}
+    assert reasons == {names[1]: "age 200 above the oldest plausible age 120",
+                       names[2]: "empty gender (the identity columns)",
+                       "adir": "a folder, not an image file"}
+
+
+@pytest.mark.parametrize("rows, message", [
+    ([("0.jpg", 30), ("./0.jpg", 40)], "line 3: duplicate path './0.jpg' (the file of line 2)"),
+    ([], "list(s) 0 image(s): too few for a 'train' and a 'test' split"),
+    ([("0.jpg", 30)], "list(s) 1 image(s): too few"),
+    ([("0.jpg", 5), ("1.jpg", "x"), ("2.jpg", 7), ("3.jpg", 9)],
+     "none of its 3 image(s) is usable (0.jpg: age 5 is below the minimum age 11 of the first group; "
+     "1.jpg: invalid age 'x'; 3.jpg: age 9"),
+])
+def test_metadata_no_dataset_can_come_from_is_one_line_naming_why(tmp_path, capsys, rows, message):
+    folder = _write_rows(tmp_path / "faces", rows, images=["0.jpg", "1.jpg", "2.jpg", "3.jpg"])
+    data_dir = tmp_path / "tfds"
+    assert build.main(_prealigned(folder, data_dir)) == 1
+    error = capsys.readouterr().err
+    last_line = error.strip().splitlines()[-1]  # after the progress bars
+    assert last_line.startswith("error: ") and message in last_line and "Traceback" not in error
+    assert not list(data_dir.rglob("*.array_record*")), "no dataset is left behind"

@@ -16,11 +16,13 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
 import os
 import sys
 
 import tensorflow_datasets as tfds
 
+from ipcgan_jax.data.face_builder import REPORT_FILE_NAME
 from ipcgan_jax.data.sources import TFDS_BUILDERS, tfds_builder_class
 from ipcgan_jax.data.synthetic_tfds import SyntheticAgingConfig
 
@@ -62,6 +64,15 @@ def make_builder(dataset: str, *, data_dir: str | None = None, config: str | Non
     return cls(**kwargs)
 
 
+def _built_from(data_dir: str) -> list[str]:
+    """The source folders a face dataset's build report records ([] when it records none)."""
+    report_path = os.path.join(data_dir, REPORT_FILE_NAME)
+    if not os.path.isfile(report_path):
+        return []
+    with open(report_path) as f:
+        return list(json.load(f).get("manual_dirs") or [])
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
@@ -79,10 +90,12 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.dataset != "synthetic_aging" and not args.manual_dir:
         parser.error(f"{args.dataset} needs --manual_dir")
-    manual_dirs = [os.path.expanduser(d) for d in args.manual_dir.split(",")] if args.manual_dir else []
+    manual_dirs = [os.path.abspath(os.path.expanduser(d)) for d in args.manual_dir.split(",")] if args.manual_dir else []
     for manual_dir in manual_dirs:
         if not os.path.isdir(manual_dir):
             parser.error(f"--manual_dir {manual_dir!r} is not a folder")
+        if not os.listdir(manual_dir):
+            parser.error(f"--manual_dir {manual_dir!r} is empty")
     try:
         builder = make_builder(args.dataset, data_dir=args.data_dir, config=args.config,
                                num_workers=args.num_workers,
@@ -90,9 +103,27 @@ def main(argv: list[str] | None = None) -> int:
                                **{k: getattr(args, k) for k in _OVERRIDABLE})
     except ValueError as e:
         parser.error(str(e))
-    download_config = tfds.download.DownloadConfig(manual_dir=manual_dirs[0] if manual_dirs else None)
-    builder.download_and_prepare(download_config=download_config)
-    print(f"built {builder.name}/{builder.builder_config.name} in {builder.data_dir}")
+    if builder.is_prepared():
+        built_from = _built_from(builder.data_dir)
+        name = f"{builder.name}/{builder.builder_config.name}"
+        if manual_dirs and built_from and built_from != manual_dirs:
+            print(f"error: {builder.data_dir} already holds {name}, built from {', '.join(built_from)}; nothing "
+                  f"was read from {', '.join(manual_dirs)}: choose another --data_dir, or delete that folder "
+                  "to rebuild", file=sys.stderr)
+            return 1
+        if manual_dirs and not built_from:  # built before the report recorded its folders
+            print(f"warning: {builder.data_dir} already holds {name}, built from folders its report does not "
+                  f"record; nothing was read from {', '.join(manual_dirs)} (delete that folder to rebuild)",
+                  file=sys.stderr)
+        print(f"{name} is built already in {builder.data_dir}: nothing to do (delete that folder to rebuild it)")
+    else:
+        download_config = tfds.download.DownloadConfig(manual_dir=manual_dirs[0] if manual_dirs else None)
+        try:
+            builder.download_and_prepare(download_config=download_config)
+        except (ValueError, FileNotFoundError) as error:  # bad metadata or settings: the message names it
+            print(f"error: {error}", file=sys.stderr)
+            return 1
+        print(f"built {builder.name}/{builder.builder_config.name} in {builder.data_dir}")
     for split, info in builder.info.splits.items():
         print(f"  {split}: {info.num_examples} images")
     return 0

@@ -20,7 +20,7 @@ import tensorflow_datasets as tfds
 from etils import epath
 from PIL import Image
 
-from ipcgan_jax.constants import AGE_GROUP_UPPER_AGES, MIN_AGE
+from ipcgan_jax.constants import AGE_GROUP_UPPER_AGES, MAX_LABELLED_AGE, MIN_AGE
 from ipcgan_jax.data.age_groups import (
     age_group_labels,
     age_to_group,
@@ -42,6 +42,7 @@ class FaceRecord:
     age: Any  # raw value; validated when the example is made
     identity: Any  # int for CACD, str for CSVs, None when unknown
     name: str = ""
+    problem: str = ""  # why the metadata's row is unusable (skipped and reported); "" if none
 
 
 @dataclasses.dataclass(eq=False)
@@ -163,6 +164,7 @@ class AlignedFaceBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True
         self._aligner_factory = aligner_factory or FaceAligner
         self._num_workers = num_workers
         self._manual_dirs = [epath.Path(d) for d in manual_dirs] if manual_dirs else None
+        self._source_dirs: list[str] = []  # the folders read, as recorded in the build report
         self._skipped_by_split: dict[str, list[dict[str, str]]] = {}
         self._kept_by_split: dict[str, collections.Counter[int]] = {}
         self._split_by_used = ""
@@ -189,10 +191,17 @@ class AlignedFaceBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True
 
     def _split_generators(self, dl_manager: tfds.download.DownloadManager) -> dict[str, Any]:
         if self._manual_dirs is None:
-            records = self._read_records(epath.Path(dl_manager.manual_dir))
+            folders = [epath.Path(dl_manager.manual_dir)]
+            records = self._read_records(folders[0])
         else:
-            records = self._read_several(self._manual_dirs)
+            folders = self._manual_dirs
+            records = self._read_several(folders)
+        self._source_dirs = [os.path.abspath(os.fspath(folder)) for folder in folders]
         splits = self._split_records(records)
+        empty = [name for name, split_records in splits.items() if not split_records]
+        if empty:  # TFDS would stop on the empty split with an assertion
+            raise ValueError(f"{', '.join(self._source_dirs)} list(s) {len(records)} image(s): too few for a "
+                             f"'train' and a 'test' split (test_fraction {self.builder_config.test_fraction})")
         return {name: self._generate_examples(split_records, name)
                 for name, split_records in splits.items()}
 
@@ -239,7 +248,10 @@ class AlignedFaceBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True
         }
 
     def _age_and_group(self, record: FaceRecord) -> tuple[int, int]:
-        """(age, age group); ValueError for an invalid age or one below min_age."""
+        """(age, age group); ValueError for a row the metadata left unusable, an invalid
+        age or one below min_age."""
+        if record.problem:
+            raise ValueError(record.problem)
         config = self.builder_config
         age = _parse_age(record.age)
         return age, age_to_group(age, config.age_group_boundaries, config.min_age)
@@ -289,6 +301,10 @@ class AlignedFaceBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True
             }
         self._kept_by_split[split_name] = kept_groups
         self._skipped_by_split[split_name] = skipped
+        if not kept_groups:  # TFDS would stop with an assertion, and delete the report with the build
+            listed = "; ".join(f"{entry['file']}: {entry['reason']}" for entry in skipped[:5])
+            raise ValueError(f"{self.name} {split_name}: none of its {len(records)} image(s) is usable "
+                             f"({listed}{'; ...' if len(skipped) > 5 else ''})")
         self._write_report(split_name)
 
     def _write_report(self, split_name: str) -> None:
@@ -297,7 +313,7 @@ class AlignedFaceBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True
         labels = age_group_labels(config.age_group_boundaries, config.min_age)
         report = {
             "dataset": f"{self.name}/{config.name}/{self.version}",
-            "manual_dirs": None if self._manual_dirs is None else [os.fspath(d) for d in self._manual_dirs],
+            "manual_dirs": self._source_dirs,
             "split": {"by": self._split_by_used, "test_fraction": config.test_fraction,
                       "seed": config.split_seed},
             "aligned": {"align_faces": config.align_faces, "template": config.alignment_template,
@@ -343,4 +359,6 @@ def _parse_age(value: Any) -> int:
         raise ValueError(f"invalid age {value!r}") from None
     if not np.isfinite(age) or age != int(age) or age < 0:
         raise ValueError(f"invalid age {value!r}")
+    if age > MAX_LABELLED_AGE:
+        raise ValueError(f"age {int(age)} above the oldest plausible age {MAX_LABELLED_AGE}")
     return int(age)

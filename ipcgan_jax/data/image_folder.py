@@ -132,15 +132,18 @@ def read_csv_records(
             f"{os.fspath(csv_path)!r} lacks column(s) {sorted(missing)}; has {columns}"
         )
     records = []
-    seen = set()
+    first_line: dict[str, int] = {}  # normalised path -> the line that listed it
     for row in reader:
         row = {key.strip(): (value or "").strip() for key, value in row.items() if key}
         relative = row[path_column]
         if not relative:
             raise ValueError(f"{os.fspath(csv_path)!r} line {reader.line_num}: empty path")
-        if relative in seen:
-            raise ValueError(f"{os.fspath(csv_path)!r} line {reader.line_num}: duplicate path {relative!r}")
-        seen.add(relative)
+        key = os.path.normpath(relative)  # ./a.jpg and a.jpg are one file
+        if key in first_line:
+            raise ValueError(f"{os.fspath(csv_path)!r} line {reader.line_num}: duplicate path {relative!r} "
+                             f"(the file of line {first_line[key]})")
+        first_line[key] = reader.line_num
+        empty = [column for column in identity_columns if not row[column]]
         records.append(
             FaceRecord(
                 path=os.fspath(csv_path.parent / image_dir / relative),
@@ -148,6 +151,7 @@ def read_csv_records(
                 age=row["age"],
                 identity=("_".join(row[c] for c in identity_columns) if identity_columns
                           else row.get("identity")) or None,
+                problem=f"empty {', '.join(empty)} (the identity columns)" if empty else "",
             )
         )
     return records

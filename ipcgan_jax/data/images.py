@@ -43,6 +43,8 @@ def read_image(path: str | os.PathLike) -> np.ndarray:
         holds a pixel format with no meaningful RGB reading (e.g. floating point).
     """
     path = Path(path)
+    if path.is_dir():
+        raise ImageReadError(path, "a folder, not an image file")
     if not path.is_file():
         raise ImageReadError(path, "file does not exist")
     if path.stat().st_size == 0:

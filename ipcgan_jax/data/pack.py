@@ -71,14 +71,19 @@ def pack_splits(data_config: ml_collections.ConfigDict, splits: Sequence[str], o
         raise ValueError(f"image_size is {image_size}; expected a size in pixels, or 0 for as stored")
     if max_per_group < 0:
         raise ValueError(f"max_per_group is {max_per_group}; expected a count, or 0 for all")
+    if not 0 <= jpeg_quality <= 100:
+        raise ValueError(f"jpeg_quality is {jpeg_quality}; expected 1..100, or 0 for decoded pixels")
     data = ml_collections.ConfigDict(data_config.to_dict())
     data.packed_path = ""
     recorded = {key: value for key, value in data.to_dict().items()
                 if isinstance(value, (str, int, float, bool))}
     shrink = {"image_size": image_size, "max_per_group": max_per_group, "seed": seed}
-    folders = []
+    # Every split checked and opened before any is written: a bad one leaves no partial pack.
     for split in splits:
-        faces = sources.load_faces(data, split)
+        packed.check_new_split(out, split)
+    faces_of_split = {split: sources.load_faces(data, split) for split in splits}
+    folders = []
+    for split, faces in faces_of_split.items():
         kept = balanced_choice(faces.age_group, max_per_group, seed)
         folders.append(packed.write_split(
             out, split, fetch_images=_resized_fetcher(faces, kept, image_size),
@@ -95,9 +100,13 @@ def main(argv: Sequence[str]) -> None:
     if data is None:
         raise app.UsageError(f"config {FLAGS['config'].value!r} has no 'data' fields")
     splits = FLAGS.splits or list(dict.fromkeys([data.train_split, data.test_split]))
-    for folder in pack_splits(data, splits, FLAGS.out, image_size=FLAGS.image_size,
+    try:
+        folders = pack_splits(data, splits, FLAGS.out, image_size=FLAGS.image_size,
                               jpeg_quality=FLAGS.jpeg_quality, max_per_group=FLAGS.max_per_group,
-                              seed=FLAGS.seed):
+                              seed=FLAGS.seed)
+    except (ValueError, FileExistsError, FileNotFoundError) as error:  # the message names the cause
+        raise SystemExit(f"error: {error}") from None
+    for folder in folders:
         print(f"packed {folder}")
     print(f"read them with --config.data.packed_path={FLAGS.out} (any backend; "
           f"--config.data.backend=numpy needs no TensorFlow)")

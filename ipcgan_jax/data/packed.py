@@ -38,6 +38,9 @@ JPEG_IMAGES_FILE = "images_jpeg.npz"
 LABELS_FILE = "labels.npz"
 METADATA_FILE = "metadata.json"
 LABEL_FIELDS = ("age_group", "identity", "age")
+# Inside a split's folder while it is written (SPLIT.partial): marks it as this tool's, so
+# that only a folder an interrupted pack left is deleted on the next try.
+PARTIAL_MARKER = ".ipcgan_jax_packing"
 # Images decoded and written per read of the source while packing.
 CHUNK_SIZE = 256
 
@@ -57,6 +60,17 @@ def split_dir(packed_path: str, split: str) -> str:
     return os.path.join(os.path.expanduser(packed_path), split)
 
 
+def check_new_split(packed_path: str, split: str) -> None:
+    """Raises FileExistsError unless `split` can be written under `packed_path`: its folder
+    must not exist, nor a SPLIT.partial folder that an interrupted pack did not leave."""
+    directory = split_dir(packed_path, split)
+    if os.path.exists(directory):
+        raise FileExistsError(f"{directory} exists; delete it to pack split {split!r} again")
+    partial = directory + ".partial"
+    if os.path.exists(partial) and not os.path.isfile(os.path.join(partial, PARTIAL_MARKER)):
+        raise FileExistsError(f"{partial} exists and was not left by an interrupted pack; move it away")
+
+
 def write_split(
     packed_path: str,
     split: str,
@@ -73,18 +87,18 @@ def write_split(
     decoded pixels.
 
     The folder appears only when complete; an existing one is an error (delete it to
-    pack again)."""
+    pack again), and so is SPLIT.partial unless an interrupted pack left it."""
     if not 0 <= jpeg_quality <= 100:
         raise ValueError(f"jpeg_quality is {jpeg_quality}; expected 1..100, or 0 for decoded pixels")
+    check_new_split(packed_path, split)
     directory = split_dir(packed_path, split)
-    if os.path.exists(directory):
-        raise FileExistsError(f"{directory} exists; delete it to pack split {split!r} again")
     count = len(labels["age_group"])
     if count == 0:
         raise ValueError(f"split {split!r} has no images to pack")
     partial = directory + ".partial"
-    shutil.rmtree(partial, ignore_errors=True)
+    shutil.rmtree(partial, ignore_errors=True)  # an interrupted pack's (check_new_split)
     os.makedirs(partial)
+    open(os.path.join(partial, PARTIAL_MARKER), "w").close()
     image_shape: tuple[int, ...] | None = None
     images = None  # decoded pixels, memory-mapped (jpeg_quality 0)
     encoded: list[bytes] = []  # JPEG files (jpeg_quality 1..100)
@@ -118,6 +132,7 @@ def write_split(
     with open(os.path.join(partial, METADATA_FILE), "w") as file:
         json.dump({"format": FORMAT, "version": VERSION, **metadata, "split": split,
                    "image_shape": list(image_shape), "count": count}, file, indent=2)
+    os.remove(os.path.join(partial, PARTIAL_MARKER))
     os.rename(partial, directory)
     return directory
 
