@@ -21,14 +21,19 @@ training data was aligned, and write into --out (default: a new folder `aged`,
 
 Ages in years are blends of the two nearest groups' condition maps
 (`ipcgan_jax.continuous_age.age_condition`; the network was trained on single groups only).
-(NAME_face<k>_... for the k-th face with --all-faces.) Photos without a usable face are
-reported and skipped. Nothing is written into, or changed in, the input folders, and no
-existing file is overwritten. See `ipcgan_jax.inference` for the Python API and how
-BatchNorm behaves at inference.
+(NAME_face<k>_... for the k-th face with --all-faces.) Photos without a usable face, and
+files in the input folders that are not images, are counted, reported and skipped.
+Nothing is written into, or changed in, the input folders, and no existing file is
+overwritten; a file that cannot be written completely is removed and stops the run, and
+an output folder the run created stays only if something was written into it. Errors in
+the arguments, the model or the paths end in one line (`error: ...`, exit status 2). See
+`ipcgan_jax.inference` for the Python API and how BatchNorm behaves at inference.
 """
 from __future__ import annotations
 
 import argparse
+import itertools
+import math
 import os
 import sys
 from typing import Sequence
@@ -41,25 +46,42 @@ from ipcgan_jax.constants import MAX_REQUESTED_AGE, MIN_AGE
 from ipcgan_jax.data import images
 from ipcgan_jax.data.images import ImageReadError
 
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp")
+# Files in input folders read as photos (by name); others are left out and reported. HEIC /
+# AVIF are listed so that a folder of phone photos gets each one reported (Pillow reads
+# them only with a plugin) rather than silently left out.
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".jpe", ".jfif", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp",
+                    ".heic", ".heif", ".avif")
 # The --progression animation's defaults (also the web page's, ipcgan_jax.serve).
 DEFAULT_FRAMES = 21
 DEFAULT_DURATION_S = 4.0
 
 
-def list_photos(inputs: Sequence[str]) -> list[str]:
-    """Files as given, and the image files (by extension) inside folders, recursively, sorted."""
-    photos = []
+class UsageError(ValueError):
+    """A request the tool refuses before ageing anything (the message says what to change)."""
+
+
+def list_photos(inputs: Sequence[str]) -> tuple[list[str], list[str]]:
+    """(photos, other files): the files as given, and inside folders, recursively and
+    through links to folders (each folder once), the files named as images and the others,
+    each list sorted per folder."""
+    photos, others = [], []
     for item in inputs:
         if os.path.isdir(item):
-            found = [os.path.join(root, name) for root, _, names in os.walk(item) for name in names
-                     if name.lower().endswith(IMAGE_EXTENSIONS)]
-            photos.extend(sorted(found))
+            found, seen = [], set()
+            for root, folders, names in os.walk(item, followlinks=True):
+                real = os.path.realpath(root)
+                if real in seen:  # a link back to a folder already walked
+                    folders[:] = []
+                    continue
+                seen.add(real)
+                found.extend(os.path.join(root, name) for name in names)
+            photos.extend(sorted(p for p in found if p.lower().endswith(IMAGE_EXTENSIONS)))
+            others.extend(sorted(p for p in found if not p.lower().endswith(IMAGE_EXTENSIONS)))
         elif os.path.exists(item):
             photos.append(item)
         else:
             raise FileNotFoundError(f"input {item!r} does not exist")
-    return photos
+    return photos, others
 
 
 def _is_inside(path: str, folder: str) -> bool:
@@ -67,25 +89,36 @@ def _is_inside(path: str, folder: str) -> bool:
     return os.path.commonpath([path, folder]) == folder
 
 
-def choose_output_dir(out: str | None, inputs: Sequence[str]) -> str:
-    """--out, or a fresh `aged[_N]` in the current directory; never inside an input folder,
-    never an existing non-empty folder."""
+def claim_output_dir(out: str | None, inputs: Sequence[str]) -> tuple[str, bool]:
+    """(folder, whether this call created it): --out, or a new `aged[_N]` in the current
+    directory, created at once so that two runs never share one; never inside an input
+    folder, never an existing non-empty folder."""
     input_dirs = [d for d in inputs if os.path.isdir(d)]
+
+    def check_outside_inputs(folder: str) -> None:
+        for input_dir in input_dirs:
+            if _is_inside(folder, input_dir):
+                raise UsageError(f"output folder {folder} is inside the input folder {input_dir}; "
+                                 "choose --out elsewhere (inputs are never written to)")
+
     if out is None:
         base = os.path.abspath("aged")
-        out, suffix = base, 0
-        while os.path.exists(out):
-            suffix += 1
-            out = f"{base}_{suffix}"
+        check_outside_inputs(base)
+        for suffix in itertools.count():
+            candidate = f"{base}_{suffix}" if suffix else base
+            try:
+                os.mkdir(candidate)
+            except FileExistsError:
+                continue
+            return candidate, True
     out = os.path.abspath(out)
-    for folder in input_dirs:
-        if _is_inside(out, folder):
-            raise ValueError(f"output folder {out} is inside the input folder {folder}; "
-                             "choose --out elsewhere (inputs are never written to)")
+    check_outside_inputs(out)
     if os.path.isfile(out) or (os.path.isdir(out) and os.listdir(out)):
         raise FileExistsError(f"output {out} exists and is not an empty folder; "
                               "choose a new --out (nothing is overwritten)")
-    return out
+    existed = os.path.isdir(out)
+    os.makedirs(out, exist_ok=True)
+    return out, not existed
 
 
 def _unique_stem(path: str, used: set[str]) -> str:
@@ -103,8 +136,16 @@ def _save_new(path: str, image: np.ndarray) -> None:
 
 
 def _write_new(path: str, data: bytes) -> None:
-    with open(path, "xb") as f:  # exclusive: never overwrites
-        f.write(data)
+    """Writes a new file (never overwrites); one that cannot be written whole is removed."""
+    file = open(path, "xb")  # exclusive: an existing file is left as it is
+    try:
+        with file:
+            file.write(data)
+    except BaseException as error:
+        os.remove(path)
+        if isinstance(error, OSError):
+            raise OSError(f"writing {path} failed: {error.strerror or error}; it was removed") from None
+        raise
 
 
 def frame_ms(num_frames: int, duration_s: float) -> int:
@@ -148,52 +189,93 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--paste-back", action="store_true", help="also paste each aged face into the photo")
     parser.add_argument("--all-faces", action="store_true", help="age every face, not only the largest")
     parser.add_argument("--min-face-size", type=int, default=None,
-                        help="refuse faces narrower than this many pixels (default 40)")
+                        help=f"refuse faces narrower than this many pixels (default {inference.DEFAULT_MIN_FACE_SIZE})")
     parser.add_argument("--bn-mode", choices=("moving", "single"), default=None,
                         help="BatchNorm at inference (see ipcgan_jax.inference; default: moving)")
     parser.add_argument("--aligned-size", type=int, default=None,
                         help="side of the aligned crop (default: what the run's data implies)")
     parser.add_argument("--image-size", type=int, default=None,
-                        help="generator resolution for exported generators (default 128)")
+                        help="generator resolution (default: the run's; 128 for converted original weights, "
+                        "which record none)")
     parser.add_argument("--upsample", type=int, default=1, help="dlib detector upsampling (finds smaller faces)")
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    for name, value, least in (("--min-face-size", args.min_face_size, 1), ("--aligned-size", args.aligned_size, 8),
+                               ("--image-size", args.image_size, 8), ("--upsample", args.upsample, 0)):
+        if value is not None and value < least:
+            parser.error(f"{name} must be at least {least}, got {value}")
+    try:
+        if args.age:
+            args.age = list(continuous_age.check_requested_ages(args.age))
+        if args.progression:
+            continuous_age.progression_ages(args.frames)
+            if not math.isfinite(args.duration):
+                raise ValueError(f"the animation's duration must be a finite number of seconds, got {args.duration}")
+            frame_ms(args.frames, args.duration)
+    except ValueError as error:
+        parser.error(str(error))
+    labels = [continuous_age.age_label(a) for a in args.age] if args.age else args.groups or []
+    repeated = sorted({str(label) for label in labels if labels.count(label) > 1})
+    if repeated:
+        parser.error(f"{'--age' if args.age else '--groups'} asks twice for {', '.join(repeated)} "
+                     "(file names keep an age's first 6 digits)")
+    return args
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
-    ages = continuous_age.check_requested_ages(args.age) if args.age else None
-    if args.progression:  # checked before any model is loaded
-        frame_ages = continuous_age.progression_ages(args.frames)
-        animation_ms = frame_ms(args.frames, args.duration)
-    photos = list_photos(args.inputs)
-    if not photos:
-        print("no image files found in the inputs", file=sys.stderr)
-        return 1
-    out = choose_output_dir(args.out, args.inputs)
-    kwargs = {"upsample": args.upsample, "bn_mode": args.bn_mode}
+    try:
+        return _age_photos(args)
+    except (UsageError, OSError, checkpointing.CheckpointError) as error:  # the message says what to change
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+
+
+def _load_ager(args: argparse.Namespace) -> inference.FaceAger:
+    kwargs = {"upsample": args.upsample, "bn_mode": args.bn_mode, "image_size": args.image_size,
+              "aligned_size": args.aligned_size}
     if args.min_face_size is not None:
         kwargs["min_face_size"] = args.min_face_size
+    if not (args.workdir or args.checkpoint):
+        return inference.FaceAger.from_pretrained(**kwargs)
+    try:
+        return inference.FaceAger.from_checkpoint(args.workdir or args.checkpoint, step=args.step, **kwargs)
+    except checkpointing.STEP_ERRORS as error:
+        raise checkpointing.CheckpointError(f"{error}; choose a checkpoint with --workdir=WORKDIR --step=N") from None
+
+
+def _age_photos(args: argparse.Namespace) -> int:
     if args.step is not None and not args.workdir:
-        print("--step needs --workdir (a --checkpoint folder names its step)", file=sys.stderr)
-        return 2
-    if args.workdir or args.checkpoint:
-        try:
-            ager = inference.FaceAger.from_checkpoint(args.workdir or args.checkpoint, step=args.step,
-                                                      image_size=args.image_size, aligned_size=args.aligned_size,
-                                                      **kwargs)
-        except checkpointing.CheckpointError as error:
-            print(f"error: {error}; choose a checkpoint with --workdir=WORKDIR --step=N", file=sys.stderr)
-            return 2
-    else:
-        ager = inference.FaceAger.from_pretrained(image_size=args.image_size, aligned_size=args.aligned_size,
-                                                  **kwargs)
+        raise UsageError("--step needs --workdir (a --checkpoint folder names its step)")
+    ages = args.age
+    if args.progression:
+        frame_ages = continuous_age.progression_ages(args.frames)
+        animation_ms = frame_ms(args.frames, args.duration)
+    photos, other_files = list_photos(args.inputs)
+    if not photos:
+        listed = f" ({len(other_files)} other file(s), none named as an image)" if other_files else ""
+        print(f"no image files found in the inputs{listed}", file=sys.stderr)
+        return 1
+    out, created = claim_output_dir(args.out, args.inputs)
+    try:
+        return _age_into(args, ages, photos, other_files, out,
+                         (frame_ages, animation_ms) if args.progression else None)
+    finally:
+        if created and os.path.isdir(out) and not os.listdir(out):
+            os.rmdir(out)  # nothing written: no empty folder left behind
+
+
+def _age_into(args: argparse.Namespace, ages: list[float] | None, photos: list[str], other_files: list[str],
+              out: str, progression: tuple[tuple[float, ...], int] | None) -> int:
+    ager = _load_ager(args)
     if ager.trained_on_synthetic_faces:
         print(f"note: {ager.loaded.source} was trained on the built-in synthetic (drawn) faces, not on photos: "
               "on real photos it draws noise. For real photos, leave out --workdir/--checkpoint to use the "
               "shipped real-face model, or train one (configs/utkface.py).", file=sys.stderr)
-    groups = None if ages else ager.resolve_groups(args.groups)
+    try:
+        groups = None if ages else ager.resolve_groups(args.groups)
+    except ValueError as error:
+        raise UsageError(f"--groups: {error}") from None
     labels = [continuous_age.age_label(a) for a in ages] if ages else ager.group_labels(groups)
-    os.makedirs(out, exist_ok=True)
     print(f"model: {ager.loaded.source} (step {ager.loaded.step}), BN mode {ager.bn_mode}; writing to {out}",
           file=sys.stderr)
     used: set[str] = set()
@@ -219,7 +301,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             if args.paste_back:
                 for label, pasted in zip(labels, face.paste_back(original)):
                     _save_new(os.path.join(out, f"{name}_{label}_photo.png"), pasted)
-            if args.progression:
+            if progression is not None:
+                frame_ages, animation_ms = progression
                 frames = ager.reage(face, ages=frame_ages)
                 suffix = args.animation_format
                 _write_new(os.path.join(out, f"{name}_progression.{suffix}"), visualization.animation_bytes(
@@ -235,6 +318,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"skipped {len(skipped)} photo(s):", file=sys.stderr)
         for photo, reason in skipped:
             print(f"  {photo}: {reason}", file=sys.stderr)
+    if other_files:
+        shown = ", ".join(other_files[:10]) + (f", ... ({len(other_files) - 10} more)" if len(other_files) > 10 else "")
+        print(f"left out {len(other_files)} file(s) in the input folders not named as images "
+              f"({', '.join(IMAGE_EXTENSIONS)}): {shown}", file=sys.stderr)
     return 0 if num_faces else 1
 
 

@@ -53,6 +53,14 @@ class UnreadableCheckpointError(CheckpointError):
         self.step, self.reason, self.tag = step, reason, tag
 
 
+class StepNotFoundError(CheckpointError):
+    """The checkpoint step asked for is not among the complete ones (the message lists them)."""
+
+
+# The errors that choosing another checkpoint step can get past (readers say how).
+STEP_ERRORS = (UnreadableCheckpointError, StepNotFoundError)
+
+
 class CheckpointSaveError(CheckpointError):
     """A checkpoint could not be written; the complete ones before it are untouched."""
 
@@ -232,13 +240,23 @@ def load_variables(directory: str) -> tuple[PyTree, dict]:
     if not os.path.isdir(variables_dir):
         raise CheckpointError(f"no exported network variables at {directory} "
                               f"(expected {VARIABLES_DIR}/ and {METADATA_FILE} inside)")
-    with ocp.StandardCheckpointer() as checkpointer:
-        variables = checkpointer.restore(variables_dir)
     metadata_path = os.path.join(directory, METADATA_FILE)
     metadata = {}
     if os.path.exists(metadata_path):
         with open(metadata_path) as f:
-            metadata = json.load(f)
+            try:
+                metadata = json.load(f)
+            except json.JSONDecodeError as error:
+                raise CheckpointError(f"{metadata_path} is not valid JSON ({error})") from None
+    _quiet_orbax_failures()
+    try:
+        with ocp.StandardCheckpointer() as checkpointer:
+            variables = checkpointer.restore(variables_dir)
+    except Exception as error:  # noqa: BLE001 (damaged files said in one line; the rest re-raised)
+        damage = _damage(error, variables_dir)
+        if damage is None:
+            raise
+        raise CheckpointError(f"the exported variables at {directory} are unreadable: {damage[1]}") from None
     return jax.tree.map(np.asarray, variables), metadata
 
 
@@ -398,7 +416,7 @@ def restore_state_tree(checkpoints_dir: str, step: int | None = None) -> tuple[P
                 raise CheckpointError(f"{checkpoints_dir} holds no complete checkpoint")
             step = max(available)
         elif step not in available:
-            raise CheckpointError(f"{checkpoints_dir} has no checkpoint for step {step} "
+            raise StepNotFoundError(f"{checkpoints_dir} has no checkpoint for step {step} "
                                   f"(available: {available})")
         try:
             restored = manager.restore(step, args=ocp.args.Composite(

@@ -186,11 +186,11 @@ def evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
                         "'package.module:factory' (see ipcgan_jax.fid)")
     try:
         loaded = inference.load_generator(workdir, step=config.step or None, weights=config.generator_weights)
-    except checkpointing.CheckpointError as error:
+    except checkpointing.STEP_ERRORS as error:
         raise checkpointing.CheckpointError(f"{error}; evaluate a chosen checkpoint with --config.step=N") from None
     run_config = loaded.run_config
     if run_config is None:
-        raise ValueError(f"{workdir} is an exported generator, not a GAN run's workdir: evaluation needs the "
+        raise ConfigError(f"{workdir} is an exported generator, not a GAN run's workdir: evaluation needs the "
                          "run's config.json for its data (age exported generators with python -m ipcgan_jax.age)")
     ager = inference.FaceAger(loaded, bn_mode=config.bn_mode or None)
     data = _data_config(run_config, config)
@@ -201,7 +201,7 @@ def evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     if config.max_faces:
         source_rows = source_rows[:config.max_faces]
     if not len(source_rows):
-        raise ValueError(f"{faces.name}: no faces of the source groups {source_groups} to evaluate")
+        raise ConfigError(f"{faces.name}: no faces of the source groups {source_groups} to evaluate")
     groups = ager.resolve_groups(None)
     labels = ager.group_labels(groups)
     num_groups = len(groups)
@@ -216,7 +216,7 @@ def evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     else:
         age_judge = _AgeJudge(evaluator_path)
         if age_judge.num_groups != num_groups:
-            raise ValueError(f"the age evaluator at {evaluator_path} has {age_judge.num_groups} groups, "
+            raise ConfigError(f"the age evaluator at {evaluator_path} has {age_judge.num_groups} groups, "
                              f"the generator {num_groups}")
     truth = None
     if data.name == "synthetic" and not data.get("packed_path"):

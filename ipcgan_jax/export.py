@@ -55,15 +55,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     extra = {}
     if args.results:
-        with open(args.results) as f:
-            extra["evaluation"] = json.load(f)
+        try:
+            with open(args.results) as f:
+                extra["evaluation"] = json.load(f)
+        except (OSError, json.JSONDecodeError) as error:
+            parser.error(f"--results {args.results}: {error}")
     if args.note:
         extra["note"] = args.note
     try:
         metadata = export_generator(args.workdir, args.out, step=args.step, weights=args.weights,
                                     extra_metadata=extra)
-    except checkpointing.CheckpointError as error:
-        print(f"error: {error}; choose a checkpoint with --step=N", file=sys.stderr)
+    except (checkpointing.CheckpointError, FileExistsError, ValueError) as error:  # the message names the cause
+        hint = "; choose a checkpoint with --step=N" if isinstance(error, checkpointing.STEP_ERRORS) else ""
+        print(f"error: {error}{hint}", file=sys.stderr)
         return 2
     print(f"exported the generator of {args.workdir} at step {metadata['step']} "
           f"({metadata['generator_weights']} weights) to {args.out}")

@@ -58,6 +58,11 @@ DEFAULT_MIN_FACE_SIZE = 40
 _PAIRS_PER_CALL = 8
 
 
+class NotAGeneratorError(checkpointing.CheckpointError):
+    """A path given as a generator is none: missing, or not a GAN run, a checkpoint of one
+    or an exported generator (the message says which)."""
+
+
 class FaceNotFoundError(ValueError):
     """No face was detected in an image."""
 
@@ -93,7 +98,8 @@ def read_run_config(workdir: str) -> ml_collections.ConfigDict:
     """WORKDIR/config.json (written by the trainer) as a ConfigDict."""
     path = os.path.join(workdir, "config.json")
     if not os.path.isfile(path):
-        raise FileNotFoundError(f"{path} not found: {workdir} is not a GAN run's workdir")
+        raise NotAGeneratorError(f"{path} not found: {workdir} is not a GAN run's workdir, nor an exported "
+                                 "generator (no variables/ folder)")
     with open(path) as f:
         return ml_collections.ConfigDict(json.load(f))
 
@@ -120,11 +126,11 @@ def load_generator(path: str, *, step: int | None = None, image_size: int | None
         raise ValueError(f"weights must be one of {GENERATOR_WEIGHTS}, got {weights!r}")
     path = os.path.abspath(os.path.expanduser(path))
     if not os.path.exists(path):
-        raise FileNotFoundError(f"checkpoint path {path} does not exist")
+        raise NotAGeneratorError(f"{path} does not exist")
     if os.path.isdir(os.path.join(path, checkpointing.VARIABLES_DIR)):
         variables, metadata = checkpointing.load_variables(path)
         if "params" not in variables or "batch_stats" not in variables:
-            raise checkpointing.CheckpointError(
+            raise NotAGeneratorError(
                 f"{path} is not an exported generator (needs params and batch_stats; "
                 f"metadata says network={metadata.get('network')!r})")
         if RUN_CONFIG_KEY in metadata:  # exported from a run: its settings travel with it
@@ -141,7 +147,7 @@ def load_generator(path: str, *, step: int | None = None, image_size: int | None
         workdir = path
     config = read_run_config(workdir)
     if config.get("task") != "gan":
-        raise ValueError(f"{workdir} holds a {config.get('task')!r} run, not a GAN run")
+        raise NotAGeneratorError(f"{workdir} holds a {config.get('task')!r} run, not a GAN run")
     state, _, step = checkpointing.restore_state_tree(os.path.join(workdir, "checkpoints"), step)
     average = state.get("g_ema_params") if weights == "average" else None
     used = "live" if average is None else "average"

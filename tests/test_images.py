@@ -1,5 +1,6 @@
 """read_image: every common file variant -> uint8 RGB, and clear errors for bad files."""
 
+import os
 import struct
 import zlib
 
@@ -150,3 +151,18 @@ def test_corrupt_png_data_raises(tmp_path):
 def test_missing_file_raises(tmp_path):
     with pytest.raises(ImageReadError, match="does not exist"):
         read_image(tmp_path / "nope.jpg")
+
+
+def test_folders_devices_and_32_bit_integers_are_refused_saying_what_they_are(tmp_path):
+    with pytest.raises(ImageReadError, match="a folder, not an image file"):
+        read_image(tmp_path)
+    fifo = tmp_path / "pipe.jpg"
+    os.mkfifo(fifo)
+    with pytest.raises(ImageReadError, match="not a regular file"):
+        read_image(fifo)
+    # 32-bit integer pixels (TIFF mode "I"): values 0..255 here, but nothing says so; read
+    # as 16-bit they came out black and the photo was then reported as faceless.
+    Image.fromarray(np.full((8, 8), 200, np.int32)).save(tmp_path / "int32.tif")
+    assert Image.open(tmp_path / "int32.tif").mode == "I"
+    with pytest.raises(ImageReadError, match="unsupported pixel format 'I'"):
+        read_image(tmp_path / "int32.tif")

@@ -82,9 +82,9 @@ def test_loads_workdir_step_folder_and_export_alike(workdir, ager, tmp_path):
 
 
 def test_bad_paths_and_groups_have_clear_errors(ager, tmp_path):
-    with pytest.raises(FileNotFoundError, match="does not exist"):
+    with pytest.raises(inference.NotAGeneratorError, match="does not exist"):
         inference.FaceAger.from_checkpoint(str(tmp_path / "missing"))
-    with pytest.raises(FileNotFoundError, match="config.json"):
+    with pytest.raises(inference.NotAGeneratorError, match="config.json not found.*nor an exported generator"):
         inference.FaceAger.from_checkpoint(str(tmp_path))
     with pytest.raises(ValueError, match="age groups"):
         ager.age_aligned(synthetic_faces(1, 48), [5])
@@ -211,20 +211,103 @@ def test_cli_ages_a_folder_reports_skips_and_touches_nothing(workdir, photo_fold
     assert "corrupt.jpg: truncated file" in report
 
 
-def test_cli_all_faces_groups_and_output_folder_rules(workdir, photo_folder, tmp_path, monkeypatch):
+def test_cli_all_faces_groups_and_output_folder_rules(workdir, photo_folder, tmp_path, monkeypatch, capsys):
     out = tmp_path / "out"
     two = str(photo_folder / "two_faces.jpg")
     assert age.main([two, f"--workdir={workdir}", f"--out={out}", "--all-faces", "--groups", "0", "4"]) == 0
     assert sorted(os.listdir(out)) == sorted(f"two_faces_face{k}_{s}.png" for k in (1, 2)
                                              for s in ("grid", "11-20", "51+"))
-    with pytest.raises(FileExistsError, match="not overwritten|nothing is overwritten"):
-        age.main([two, f"--workdir={workdir}", f"--out={out}"])
-    with pytest.raises(ValueError, match="inside the input folder"):
-        age.main([str(photo_folder), f"--workdir={workdir}", f"--out={photo_folder / 'aged'}"])
+    before = _hash_tree(out)
+    assert age.main([two, f"--workdir={workdir}", f"--out={out}"]) == 2
+    assert "nothing is overwritten" in capsys.readouterr().err and _hash_tree(out) == before
+    assert age.main([str(photo_folder), f"--workdir={workdir}", f"--out={photo_folder / 'aged'}"]) == 2
+    assert "inside the input folder" in capsys.readouterr().err
     monkeypatch.chdir(tmp_path)
     (tmp_path / "aged").mkdir()
-    assert age.choose_output_dir(None, [two]) == str(tmp_path / "aged_1")
+    # Each claim creates its folder at once: two runs started together never share one.
+    assert age.claim_output_dir(None, [two]) == (str(tmp_path / "aged_1"), True)
+    assert age.claim_output_dir(None, [two]) == (str(tmp_path / "aged_2"), True)
     assert age.main([str(photo_folder / "no_face.png"), f"--workdir={workdir}"]) == 1
+    assert not (tmp_path / "aged_3").exists(), "a run that wrote nothing leaves no folder"
+
+
+def _last_line(capsys) -> str:
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    return err.strip().splitlines()[-1]
+
+
+def test_cli_refuses_bad_requests_in_one_line_and_leaves_nothing(workdir, photo_folder, tmp_path, capsys):
+    face = str(photo_folder / "face.png")
+    out = tmp_path / "new_out"
+    for argv, message in (
+            ([str(tmp_path / "nope.jpg")], "error: input '" + str(tmp_path / "nope.jpg") + "' does not exist"),
+            ([face, "--groups", "7"], "error: --groups: age groups must be a non-empty list in 0..4, got (7,)"),
+            ([face, f"--checkpoint={photo_folder}"], "nor an exported generator"),
+            ([face, f"--checkpoint={workdir}/checkpoints/99"], "does not exist"),
+            ([face, f"--workdir={workdir}", "--step=99"], "choose a checkpoint with --workdir=WORKDIR --step=N"),
+            ([face, f"--checkpoint={workdir}", "--step=3"], "error: --step needs --workdir")):
+        assert age.main([*argv, f"--out={out}"] + ([] if "--workdir" in " ".join(argv) or "--checkpoint" in
+                                                   " ".join(argv) else [f"--workdir={workdir}"])) == 2, argv
+        assert message in _last_line(capsys), argv
+        assert not out.exists(), argv
+    for argv, message in ((["--groups", "1", "1"], "--groups asks twice for 1"),
+                          (["--age", "37", "37.0000001"], "--age asks twice for 37y"),
+                          (["--image-size", "0"], "--image-size must be at least 8"),
+                          (["--min-face-size", "-5"], "--min-face-size must be at least 1"),
+                          (["--progression", "--duration", "inf"], "finite number of seconds")):
+        with pytest.raises(SystemExit):  # argparse's usage error, before any model is loaded
+            age.main([face, f"--workdir={workdir}", f"--out={out}", *argv])
+        assert message in _last_line(capsys), argv
+        assert not out.exists(), argv
+
+
+def test_cli_a_file_that_cannot_be_written_is_removed_and_stops_the_run(workdir, photo_folder, tmp_path,
+                                                                        capsys, monkeypatch):
+    import resource
+    import signal
+
+    path = tmp_path / "big.png"
+    limits = resource.getrlimit(resource.RLIMIT_FSIZE)
+    handler = signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (4096, limits[1]))  # as a full disk: writes past 4 KB fail
+    try:
+        with pytest.raises(OSError, match="writing .*big.png failed: File too large; it was removed"):
+            age._write_new(str(path), b"x" * 10_000)
+    finally:
+        resource.setrlimit(resource.RLIMIT_FSIZE, limits)
+        signal.signal(signal.SIGXFSZ, handler)
+    assert not path.exists()
+    path.write_bytes(b"mine")
+    with pytest.raises(FileExistsError):
+        age._write_new(str(path), b"theirs")
+    assert path.read_bytes() == b"mine"
+
+    def disk_full(path, data):
+        raise OSError(f"writing {path} failed: No space left on device; it was removed")
+
+    monkeypatch.setattr(age, "_write_new", disk_full)
+    out = tmp_path / "out"
+    assert age.main([str(photo_folder), f"--workdir={workdir}", f"--out={out}"]) == 2
+    assert _last_line(capsys).startswith(f"error: writing {out}/") and not out.exists()
+
+
+def test_cli_reports_the_files_of_input_folders_it_leaves_out(workdir, photo_folder, tmp_path, capsys):
+    folder = tmp_path / "mixed"
+    (folder / "real").mkdir(parents=True)
+    Image.open(photo_folder / "face.png").convert("RGB").save(folder / "real" / "phone.jfif", format="JPEG")
+    (folder / "real" / "holiday.heic").write_bytes(b"\x00\x00\x00\x18ftypheic")
+    (folder / "notes.txt").write_text("not an image")
+    os.symlink(folder / "real", folder / "link")  # followed once; a link back to a parent is not a loop
+    os.symlink(folder, folder / "real" / "up")
+    photos, others = age.list_photos([str(folder)])
+    assert photos == [str(folder / "link" / "holiday.heic"), str(folder / "link" / "phone.jfif")] or \
+        photos == [str(folder / "real" / "holiday.heic"), str(folder / "real" / "phone.jfif")]
+    assert others == [str(folder / "notes.txt")]
+    assert age.main([str(folder), f"--workdir={workdir}", f"--out={tmp_path / 'out'}", "--groups", "0"]) == 0
+    err = capsys.readouterr().err
+    assert "aged 1 face(s) from 1 of 2 photo(s)" in err and "holiday.heic: not a recognised image format" in err
+    assert "left out 1 file(s) in the input folders not named as images" in err and "notes.txt" in err
 
 
 def test_synthetic_alignment_reproduces_the_dataset_layout():
@@ -246,3 +329,54 @@ def test_image_bytes_round_trip_exif_helper():
     buffer = io.BytesIO()
     image.save(buffer, format="JPEG", exif=exif)
     assert Image.open(io.BytesIO(buffer.getvalue())).getexif()[0x0112] == 6
+
+
+def test_export_and_eval_say_in_one_line_what_is_not_a_generator(workdir, tmp_path, capsys):
+    from ipcgan_jax import evaluation, export
+    from tests.helpers import config_file
+
+    pretrain = tmp_path / "age_classifier_run"
+    pretrain.mkdir()
+    (pretrain / "config.json").write_text('{"task": "age_classifier"}')
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    cases = ((tmp_path / "missing", "does not exist"), (pretrain, "holds a 'age_classifier' run, not a GAN run"),
+             (empty, "config.json not found"))
+    for path, message in cases:
+        with pytest.raises(inference.NotAGeneratorError, match=message):  # main.py prints it in one line
+            evaluation.evaluate(config_file("eval"), str(path))
+        assert export.main([f"--workdir={path}", f"--out={tmp_path / 'out'}"]) == 2
+        with pytest.raises(inference.NotAGeneratorError) as loading:
+            inference.load_generator(str(path))
+        assert _last_line(capsys) == f"error: {loading.value}"  # no --step hint: no step would help
+    assert not (tmp_path / "out").exists()
+
+    taken = tmp_path / "taken"
+    taken.mkdir()
+    (taken / "README.txt").write_text("mine")
+    assert export.main([f"--workdir={workdir}", f"--out={taken}"]) == 2
+    assert "exists and is not empty; refusing to overwrite it" in _last_line(capsys)
+    assert os.listdir(taken) == ["README.txt"]
+    with pytest.raises(SystemExit):
+        export.main([f"--workdir={workdir}", f"--out={tmp_path / 'out'}", f"--results={tmp_path / 'nope.json'}"])
+    assert "--results" in _last_line(capsys) and not (tmp_path / "out").exists()
+
+
+def test_a_damaged_exported_generator_is_named_in_one_line(workdir, photo_folder, tmp_path, capsys):
+    from ipcgan_jax import export
+
+    broken_metadata, truncated = tmp_path / "broken_metadata", tmp_path / "truncated"
+    for path in (broken_metadata, truncated):
+        export.export_generator(workdir, str(path))
+    (broken_metadata / checkpointing.METADATA_FILE).write_text('{"network": "gener')
+    data_files = [p for p in (truncated / checkpointing.VARIABLES_DIR).rglob("*") if p.is_file() and p.parent.name == "d"]
+    assert data_files
+    for data_file in data_files:
+        os.truncate(data_file, data_file.stat().st_size // 2)
+    face = str(photo_folder / "face.png")
+    for path, message in ((broken_metadata, f"error: {broken_metadata / checkpointing.METADATA_FILE} is not valid JSON"),
+                          (truncated, f"error: the exported variables at {truncated} are unreadable: array data "
+                                      "truncated")):
+        assert age.main([face, f"--checkpoint={path}", f"--out={tmp_path / 'out'}"]) == 2
+        assert _last_line(capsys).startswith(message)
+        assert not (tmp_path / "out").exists()

@@ -306,9 +306,12 @@ def test_run_saved_before_the_weight_average_existed_resumes_on_its_trajectory(f
     field, its config.json lacks generator_ema_decay) resumes and ends where an
     uninterrupted run does."""
     _, straight = uninterrupted
-    workdir = tmp_path / "old"
-    first = tasks.train_and_evaluate(make_config(frozen_dir, num_steps=2), str(workdir))
-    rewrite_checkpoint(workdir, 2, state_fields(first, leave_out=("g_ema_params",)))
+    workdir = copy_of_run(uninterrupted, tmp_path)
+    shutil.rmtree(workdir / "checkpoints" / "4")
+    reader = checkpointing.TrainCheckpointer(str(workdir / "checkpoints"), keep_last=4, keep_every=0)
+    at_step_2, _ = reader.restore(2, straight)  # the final state's layout, shapes and shardings
+    reader.close()
+    rewrite_checkpoint(workdir, 2, state_fields(at_step_2, leave_out=("g_ema_params",)))
     config_path = workdir / workdir_lib.CONFIG_FILE
     recorded = json.loads(config_path.read_text())
     del recorded["generator_ema_decay"]

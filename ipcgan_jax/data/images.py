@@ -22,7 +22,9 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-_SIXTEEN_BIT_MODES = ("I;16", "I;16L", "I;16B", "I;16N", "I")
+# Pillow opens 16-bit PNGs and TIFFs in these modes; plain "I" (32-bit integers, e.g. from
+# TIFF) has no agreed 8-bit reading and is refused below.
+_SIXTEEN_BIT_MODES = ("I;16", "I;16L", "I;16B", "I;16N")
 _ALPHA_MODES = ("RGBA", "LA", "PA", "RGBa", "La")
 
 
@@ -45,8 +47,10 @@ def read_image(path: str | os.PathLike) -> np.ndarray:
     path = Path(path)
     if path.is_dir():
         raise ImageReadError(path, "a folder, not an image file")
-    if not path.is_file():
+    if not path.exists():
         raise ImageReadError(path, "file does not exist")
+    if not path.is_file():
+        raise ImageReadError(path, "not a regular file (a device, pipe or socket)")
     if path.stat().st_size == 0:
         raise ImageReadError(path, "empty file")
     try:
@@ -77,7 +81,7 @@ def _to_rgb_array(image: Image.Image, path: Path) -> np.ndarray:
         values = np.asarray(image, dtype=np.float64)
         gray = np.clip(np.rint(values * (255.0 / 65535.0)), 0, 255).astype(np.uint8)
         return np.repeat(gray[:, :, None], 3, axis=2)
-    if mode in ("F",) or mode.startswith("I;") or mode.startswith("F;"):
+    if mode in ("F", "I") or mode.startswith("I;") or mode.startswith("F;"):
         raise ImageReadError(path, f"unsupported pixel format {mode!r}")
     has_transparency = mode in _ALPHA_MODES or "transparency" in image.info
     if has_transparency:
