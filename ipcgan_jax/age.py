@@ -117,7 +117,10 @@ def claim_output_dir(out: str | None, inputs: Sequence[str]) -> tuple[str, bool]
         raise FileExistsError(f"output {out} exists and is not an empty folder; "
                               "choose a new --out (nothing is overwritten)")
     existed = os.path.isdir(out)
-    os.makedirs(out, exist_ok=True)
+    try:
+        os.makedirs(out, exist_ok=True)
+    except OSError as error:
+        raise OSError(f"cannot create the output folder {out}: {error.strerror or error}") from None
     return out, not existed
 
 
@@ -246,10 +249,9 @@ def _load_ager(args: argparse.Namespace) -> inference.FaceAger:
 def _age_photos(args: argparse.Namespace) -> int:
     if args.step is not None and not args.workdir:
         raise UsageError("--step needs --workdir (a --checkpoint folder names its step)")
-    ages = args.age
-    if args.progression:
-        frame_ages = continuous_age.progression_ages(args.frames)
-        animation_ms = frame_ms(args.frames, args.duration)
+    # (frame ages, ms per frame) of the --progression animation
+    progression = ((continuous_age.progression_ages(args.frames), frame_ms(args.frames, args.duration))
+                   if args.progression else None)
     photos, other_files = list_photos(args.inputs)
     if not photos:
         listed = f" ({len(other_files)} other file(s), none named as an image)" if other_files else ""
@@ -257,15 +259,15 @@ def _age_photos(args: argparse.Namespace) -> int:
         return 1
     out, created = claim_output_dir(args.out, args.inputs)
     try:
-        return _age_into(args, ages, photos, other_files, out,
-                         (frame_ages, animation_ms) if args.progression else None)
+        return _age_into(args, photos, other_files, out, progression)
     finally:
         if created and os.path.isdir(out) and not os.listdir(out):
             os.rmdir(out)  # nothing written: no empty folder left behind
 
 
-def _age_into(args: argparse.Namespace, ages: list[float] | None, photos: list[str], other_files: list[str],
-              out: str, progression: tuple[tuple[float, ...], int] | None) -> int:
+def _age_into(args: argparse.Namespace, photos: list[str], other_files: list[str], out: str,
+              progression: tuple[tuple[float, ...], int] | None) -> int:
+    ages = args.age
     ager = _load_ager(args)
     if ager.trained_on_synthetic_faces:
         print(f"note: {ager.loaded.source} was trained on the built-in synthetic (drawn) faces, not on photos: "
@@ -312,8 +314,8 @@ def _age_into(args: argparse.Namespace, ages: list[float] | None, photos: list[s
                     _write_new(os.path.join(out, f"{name}_progression_photo.{suffix}"), visualization.animation_bytes(
                         frames.paste_back(original), frame_ms=animation_ms, image_format=suffix))
             num_faces += 1
-    print(f"aged {num_faces} face(s) from {len(photos) - len(skipped)} of {len(photos)} photo(s) into {out}",
-          file=sys.stderr)
+    print(f"aged {num_faces} face(s) from {len(photos) - len(skipped)} of {len(photos)} photo(s)"
+          + (f" into {out}" if num_faces else ": nothing written"), file=sys.stderr)
     if skipped:
         print(f"skipped {len(skipped)} photo(s):", file=sys.stderr)
         for photo, reason in skipped:

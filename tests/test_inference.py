@@ -229,6 +229,7 @@ def test_cli_all_faces_groups_and_output_folder_rules(workdir, photo_folder, tmp
     assert age.claim_output_dir(None, [two]) == (str(tmp_path / "aged_2"), True)
     assert age.main([str(photo_folder / "no_face.png"), f"--workdir={workdir}"]) == 1
     assert not (tmp_path / "aged_3").exists(), "a run that wrote nothing leaves no folder"
+    assert "aged 0 face(s) from 0 of 1 photo(s): nothing written" in capsys.readouterr().err
 
 
 def _last_line(capsys) -> str:
@@ -251,6 +252,11 @@ def test_cli_refuses_bad_requests_in_one_line_and_leaves_nothing(workdir, photo_
                                                    " ".join(argv) else [f"--workdir={workdir}"])) == 2, argv
         assert message in _last_line(capsys), argv
         assert not out.exists(), argv
+    a_file = tmp_path / "a_file.png"
+    a_file.write_bytes(b"mine")
+    assert age.main([face, f"--workdir={workdir}", f"--out={a_file / 'sub'}"]) == 2
+    assert _last_line(capsys).startswith(f"error: cannot create the output folder {a_file / 'sub'}: Not a directory")
+    assert a_file.read_bytes() == b"mine"
     for argv, message in ((["--groups", "1", "1"], "--groups asks twice for 1"),
                           (["--age", "37", "37.0000001"], "--age asks twice for 37y"),
                           (["--image-size", "0"], "--image-size must be at least 8"),
