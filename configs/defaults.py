@@ -11,7 +11,7 @@ from __future__ import annotations
 import ml_collections
 
 from ipcgan_jax.configlib import CLASSIFIER_TASKS, ConfigError
-from ipcgan_jax.constants import NUM_AGE_GROUPS
+from ipcgan_jax.constants import EVALUATOR_IN_WORKDIR, NUM_AGE_GROUPS
 from ipcgan_jax.identity import VERIFICATION_THRESHOLD
 
 VARIANTS = ("", "quick", "demo")
@@ -229,7 +229,7 @@ def evaluation() -> ml_collections.ConfigDict:
     # G's weights, for a run that kept their moving average (generator_ema_decay): 'average'
     # (as its sample sheets and export) or 'live' (the weights the last step left).
     c.generator_weights = "average"
-    c.evaluator = "age_evaluator/export"   # exported age evaluator, relative to the workdir
+    c.evaluator = EVALUATOR_IN_WORKDIR   # exported age evaluator, relative to the workdir
     c.identity_threshold = VERIFICATION_THRESHOLD
     # FID features: pytorch-fid's pt_inception-2015-12-05-6726825d.pth (or .npz), relative to the
     # workdir; or, instead, an extractor 'package.module:factory' (ipcgan_jax.fid). Both '' = skip FID.

@@ -3,14 +3,16 @@
 The values live in `configs/` (configs/defaults.py holds every default). `FIELDS` lists,
 per task, every key a config may have with the range of its value, so an unknown key
 (a typo in a config file or in Python), a missing one or a value out of range stops a
-run at its start (`validate_config`) with a message naming the field. A typo in a
-`--config.<field>` override is refused before the config is built, by
-`check_override_keys` (main.py), which names the whole key where ml_collections'
-config_flags names only its last part.
+run at its start (`validate_config`) with a message naming the field. The command line
+is checked before absl parses it, by `check_config_flags` (main.py): a `--config` file
+that is missing, does not compile or refuses its argument, and a typo in a
+`--config.<field>` override (named whole, where ml_collections' config_flags names only
+its last part), each in one line.
 """
 from __future__ import annotations
 
 import difflib
+import os
 from typing import Any, Callable, NamedTuple, Sequence
 
 import ml_collections
@@ -219,18 +221,35 @@ def load_config_file(spec: str, *overrides: str) -> ml_collections.ConfigDict:
     return flag_values.config
 
 
-def check_override_keys(argv: Sequence[str]) -> None:
-    """ConfigError naming the first `--config.<key>=<value>` in a command line whose key the
-    config of its `--config=SPEC` lacks (config_flags would raise a bare KeyError naming
-    only the key's last part)."""
-    specs = [arg.removeprefix("--config=") for arg in argv if arg.startswith("--config=")]
-    overrides = [arg for arg in argv if arg.startswith("--config.")]
-    if len(specs) != 1 or not overrides:
-        return  # nothing to check, or a command line config_flags itself refuses
+def check_config_flags(argv: Sequence[str]) -> None:
+    """ConfigError, in one line, for a command line whose `--config=SPEC` (or `--config
+    SPEC`) names no file, a file that does not compile, or one whose get_config raises
+    (e.g. an unknown variant), and for the first `--config.<key>=<value>` whose key the
+    config lacks; absl would print a traceback for the first three and a bare KeyError
+    naming only the key's last part for the last."""
+    specs, overrides = [], []
+    for index, arg in enumerate(argv):
+        if arg.startswith("--config="):
+            specs.append(arg.removeprefix("--config="))
+        elif arg == "--config" and index + 1 < len(argv):
+            specs.append(argv[index + 1])
+        elif arg.startswith("--config."):
+            overrides.append(arg)
+    if len(specs) != 1:
+        return  # none, or several: absl's parsing refuses the command line itself
+    spec = specs[0]
+    path = spec.split(":", 1)[0]
+    if not os.path.isfile(path):
+        raise ConfigError(f"--config={spec}: no config file at {path}")
     try:
-        config = load_config_file(specs[0])
-    except flags.Error:
-        return  # a bad --config itself: absl's parsing reports it
+        config = load_config_file(spec)
+    except SyntaxError as error:
+        raise ConfigError(f"--config={spec}: {error.filename} line {error.lineno}: {error.msg}") from None
+    except flags.Error as error:  # get_config raised: its own message, without the traceback around it
+        cause = error
+        while cause.__cause__ or cause.__context__:
+            cause = cause.__cause__ or cause.__context__
+        raise ConfigError(f"--config={spec}: {cause if isinstance(cause, ConfigError) else repr(cause)}") from None
     for arg in overrides:
         key = arg.partition("=")[0].removeprefix("--config.")
         if not has_field(config, key):

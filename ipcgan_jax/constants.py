@@ -76,6 +76,12 @@ FIELDS_ADDED_LATER = {"model.generator.residual_output": False, "class_weighting
                       "loss.pixel_weight": 0.0,
                       "generator_ema_decay": 0.0}
 
+# Where a run that trains its own age evaluator (the demo, configs/utkface.py: the nested
+# run `pretrain.age_evaluator`) exports it, relative to the workdir: the evaluation's
+# default `evaluator`. Missing there, the age metrics are skipped; any other path the
+# user gives must exist.
+EVALUATOR_IN_WORKDIR = "age_evaluator/export"
+
 # Which of a GAN run's generator weights to read (inference.load_generator): the moving
 # average kept by the variant generator_ema_decay, or the weights the last step left.
 GENERATOR_WEIGHTS = ("average", "live")

@@ -63,6 +63,7 @@ from tqdm.auto import tqdm
 
 from ipcgan_jax import age_evaluator, artefacts, checkpointing, fid, gan, identity, inference, preprocessing, visualization
 from ipcgan_jax.configlib import ConfigError, validate_config
+from ipcgan_jax.constants import EVALUATOR_IN_WORKDIR
 from ipcgan_jax.data import sources, synthetic
 
 EVAL_DIR = "eval"
@@ -211,8 +212,12 @@ def evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     if not evaluator_path:
         messages.append("age metrics skipped: config field 'evaluator' is empty")
     elif not os.path.isdir(evaluator_path):
-        messages.append(f"age metrics skipped: no exported age evaluator at {evaluator_path} (train one with "
-                        "`python main.py --config=configs/age_evaluator.py --workdir=DIR`, then set --config.evaluator)")
+        how = ("train one with `python main.py --config=configs/age_evaluator.py --workdir=DIR`, then set "
+               "--config.evaluator=DIR/export")
+        if config.evaluator != EVALUATOR_IN_WORKDIR:  # a path the user gave: a typo must not drop the metric
+            raise ConfigError(f"config key 'evaluator': no exported age evaluator at {evaluator_path}; {how}, "
+                              "or set --config.evaluator='' to evaluate without the age metrics")
+        messages.append(f"age metrics skipped: no exported age evaluator at {evaluator_path} ({how})")
     else:
         age_judge = _AgeJudge(evaluator_path)
         if age_judge.num_groups != num_groups:

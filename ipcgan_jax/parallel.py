@@ -17,6 +17,8 @@ import numpy as np
 from jax.experimental import multihost_utils
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
+from ipcgan_jax.configlib import ConfigError
+
 PyTree = Any
 DATA_AXIS = "data"
 
@@ -38,7 +40,7 @@ def batch_sharded(mesh: Mesh) -> NamedSharding:
 def check_batch_size(global_batch_size: int, mesh: Mesh, key: str = "batch_size") -> None:
     devices, processes = mesh.devices.size, jax.process_count()
     if global_batch_size % devices or global_batch_size % processes:
-        raise ValueError(f"config key {key!r} ({global_batch_size}) must be divisible by the "
+        raise ConfigError(f"config key {key!r} ({global_batch_size}) must be divisible by the "
                          f"number of devices ({devices}) and processes ({processes})")
 
 

@@ -24,7 +24,7 @@ from ipcgan_jax import evaluation, train
 from ipcgan_jax.classifiers import train as classifier_train
 from ipcgan_jax.configlib import CLASSIFIER_TASKS, ConfigError, validate_config
 from ipcgan_jax.runlib.lock import workdir_lock
-from ipcgan_jax.runlib.workdir import has_export
+from ipcgan_jax.runlib.workdir import check_export_dir, has_export, prepare_workdir
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, devices=None,
@@ -44,6 +44,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, devic
 
 
 def _train(config: ml_collections.ConfigDict, workdir: str, *, devices, take_over_lock: bool) -> Any:
+    # The workdir is checked before its nested runs write into it: a foreign one (another
+    # task's run, another config's checkpoints, a user's export/) is refused first.
+    prepare_workdir(config, workdir)
+    if config.task in CLASSIFIER_TASKS:
+        check_export_dir(workdir, config.task)
     for name, sub_config in config.get("pretrain", {}).items():
         sub_workdir = os.path.join(workdir, name)
         if not has_export(sub_workdir):

@@ -90,7 +90,7 @@ def train_gan(config: ml_collections.ConfigDict, workdir: str, *, devices=None) 
             # would have to run on the devices of every process.
             g_vars = parallel.to_host(gan.sampling_variables(state))
             sheet = sample_sheet(generate, g_vars, sample_images, config)
-            visualization.save_png(os.path.join(samples_dir, f"step_{step:07d}.png"), sheet)
+            visualization.save_png_beside(os.path.join(samples_dir, f"step_{step:07d}.png"), sheet)
             run.writer.write_images(step, {"samples": sheet})
 
         def after_step(step: int, state: gan.GanState) -> None:

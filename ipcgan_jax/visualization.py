@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import io
+import itertools
+import os
 from typing import Sequence
 
 import numpy as np
@@ -34,6 +36,30 @@ def make_grid(rows: Sequence[Sequence[np.ndarray]], *, column_titles: Sequence[s
 
 def save_png(path: str, image: np.ndarray) -> None:
     Image.fromarray(np.asarray(image, np.uint8)).save(path)
+
+
+def save_png_beside(path: str, image: np.ndarray) -> str:
+    """Writes `image` as a PNG at `path`, or, when a different file is there (never
+    overwritten), at NAME_2.png, NAME_3.png, ...; a file with the same bytes (a resumed run
+    drawing the same sheet again) is kept. Returns the path that holds the image."""
+    data = png_bytes(image)
+    stem, extension = os.path.splitext(path)
+    for index in itertools.count(1):
+        candidate = path if index == 1 else f"{stem}_{index}{extension}"
+        try:
+            file = open(candidate, "xb")
+        except FileExistsError:
+            with open(candidate, "rb") as f:
+                if f.read() == data:
+                    return candidate
+            continue
+        try:
+            with file:
+                file.write(data)
+        except BaseException:
+            os.remove(candidate)  # ours, half written
+            raise
+        return candidate
 
 
 # Animation formats `animation_bytes` writes: lossless animated WebP keeps every frame's

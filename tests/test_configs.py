@@ -150,8 +150,25 @@ def test_ablation_with_an_unknown_feature_layer_fails_validation():
 def test_override_of_an_unknown_key_is_refused_naming_it(override, key):
     argv = ["main.py", "--config=configs/g75_conv5.py:quick", "--workdir=/tmp/w", "--config.seed=3", override]
     with pytest.raises(configlib.ConfigError, match=f"unknown config key '{key}' in {override}"):
-        configlib.check_override_keys(argv)
-    configlib.check_override_keys(argv[:-1])  # known keys pass
+        configlib.check_config_flags(argv)
+    configlib.check_config_flags(argv[:-1])  # known keys pass
+    spaced = ["main.py", "--config", "configs/g75_conv5.py:quick", "--workdir=/tmp/w", override]
+    with pytest.raises(configlib.ConfigError, match=f"unknown config key '{key}'"):
+        configlib.check_config_flags(spaced)  # --config FILE, as absl also takes it
+
+
+def test_bad_config_files_are_refused_in_one_line(tmp_path):
+    broken = tmp_path / "broken.py"
+    broken.write_text("def get_config(:\n    pass\n")
+    for spec, message in ((f"{tmp_path / 'nosuch.py'}", f"no config file at {tmp_path / 'nosuch.py'}"),
+                          (f"{broken}", f"{broken} line 1: invalid syntax"),
+                          ("configs/g75_conv5.py:nosuch", "unknown config variant 'nosuch'; choose"),
+                          ("configs/demo.py:foo", "this config file takes no argument (after ':'), got 'foo'")):
+        with pytest.raises(configlib.ConfigError) as error:
+            configlib.check_config_flags(["main.py", f"--config={spec}", "--workdir=/tmp/w", "--config.seed=1"])
+        message_line = str(error.value)
+        assert message_line.startswith(f"--config={spec}: ") and message in message_line
+        assert "\n" not in message_line and "Traceback" not in message_line
 
 
 def test_override_out_of_range_is_refused_naming_the_key():
@@ -249,3 +266,22 @@ def test_unknown_task_is_refused():
         configlib.validate_config(config)
     with pytest.raises(configlib.ConfigError, match="'task' must be one of"):
         defaults.classifier("gan")
+
+
+def test_main_says_bad_configs_and_missing_data_in_one_line(tmp_path):
+    """main.py's own errors end in one line (no traceback) and a non-zero status."""
+    import subprocess
+    import sys
+
+    env = {**os.environ, "JAX_PLATFORMS": "cpu"}
+    runs = (
+        (["--config=configs/nosuch.py", f"--workdir={tmp_path / 'a'}", "--config.seed=1"],
+         "no config file at configs/nosuch.py"),
+        (["--config=configs/age_evaluator.py:quick", f"--workdir={tmp_path / 'b'}",
+          f"--config.data.packed_path={tmp_path / 'nosuch_pack'}"], "no packed split there"),
+    )
+    for argv, message in runs:
+        result = subprocess.run([sys.executable, "main.py", *argv], cwd=ROOT, env=env, capture_output=True,
+                                text=True, timeout=300)
+        assert result.returncode != 0 and "Traceback" not in result.stderr, result.stderr
+        assert message in result.stderr.strip().splitlines()[-1], result.stderr

@@ -9,7 +9,7 @@ import pytest
 from PIL import Image
 
 from ipcgan_jax import age_evaluator, artefacts, checkpointing, evaluation, fid, identity, inference, preprocessing
-from ipcgan_jax.constants import AGE_GROUP_LABELS, NUM_AGE_GROUPS
+from ipcgan_jax.constants import AGE_GROUP_LABELS, EVALUATOR_IN_WORKDIR, NUM_AGE_GROUPS
 from ipcgan_jax.data import framing, sources, synthetic
 from ipcgan_jax.data.pack import pack_splits
 from ipcgan_jax.models import AgeEvaluator
@@ -235,8 +235,18 @@ def test_ground_truth_is_the_source_photo_at_its_own_group(evaluated):
 def test_evaluation_never_overwrites_and_reports_skips(evaluated):
     workdir, _, first, config = evaluated
     config = config.copy_and_resolve_references()
-    config.max_faces, config.fid_feature_extractor, config.evaluator = 1, "", "nowhere/export"
-    second = evaluation.evaluate(config, workdir)
+    config.max_faces, config.fid_feature_extractor = 1, ""
+    config.evaluator = "nowhere/export"  # a path the user gave that is not there: refused, nothing written
+    with pytest.raises(evaluation.ConfigError, match=f"no exported age evaluator at {workdir}/nowhere/export"):
+        evaluation.evaluate(config, workdir)
+    assert sorted(os.listdir(os.path.join(workdir, "eval"))) == ["step_3"]
+    config.evaluator = EVALUATOR_IN_WORKDIR  # the default place, where this run trained none: skipped
+    trained_here = os.path.join(workdir, os.path.dirname(EVALUATOR_IN_WORKDIR))
+    os.rename(trained_here, trained_here + "_away")
+    try:
+        second = evaluation.evaluate(config, workdir)
+    finally:
+        os.rename(trained_here + "_away", trained_here)
     assert second["output_dir"] == os.path.join(workdir, "eval", "step_3_2")
     assert os.path.exists(os.path.join(first["output_dir"], "results.json"))
     assert "age_accuracy" not in second["overall"] and "fid" not in second["overall"]

@@ -173,7 +173,8 @@ def test_numpy_backend_trains_without_tensorflow_to_the_same_state(frozen_dir, u
     assert any(f.startswith("events.out.tfevents") for f in os.listdir(workdir / "tensorboard"))
 
 
-def test_sigterm_saves_and_exits(frozen_dir, tmp_path, monkeypatch):
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
+def test_sigterm_or_ctrl_c_saves_and_exits(frozen_dir, tmp_path, monkeypatch, signum):
     workdir = tmp_path / "preempted"
     config = make_config(frozen_dir, num_steps=40)
     config.checkpoint.every = 1000
@@ -184,15 +185,26 @@ def test_sigterm_saves_and_exits(frozen_dir, tmp_path, monkeypatch):
     def preempt_at_step_3(self):
         real_step["calls"] = real_step.get("calls", 0) + 1
         if real_step["calls"] == 3:
-            os.kill(os.getpid(), signal.SIGTERM)
+            os.kill(os.getpid(), signum)
         return original(self)
 
     monkeypatch.setattr(loop.StopRequest, "any_process", preempt_at_step_3)
     state = tasks.train_and_evaluate(config, str(workdir))
     assert int(state.step) == 3
     assert os.listdir(workdir / "checkpoints") == ["3"]
-    events = [json.loads(l).get("event") for l in open(workdir / "metrics.jsonl")]
-    assert "stopped" in events
+    events = [json.loads(l) for l in open(workdir / "metrics.jsonl") if '"event"' in l]
+    assert [(e["event"], e.get("reason")) for e in events if e["event"] == "stopped"] == [
+        ("stopped", signal.Signals(signum).name)]
+
+
+def test_a_second_ctrl_c_stops_at_once():
+    stop = loop.StopRequest()
+    with stop.installed():
+        os.kill(os.getpid(), signal.SIGINT)
+        assert stop.requested and stop.reason == "SIGINT"  # the first asks the loop to save and stop
+        with pytest.raises(KeyboardInterrupt):
+            os.kill(os.getpid(), signal.SIGINT)
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # restored
 
 
 @pytest.mark.parametrize("override, message", [
@@ -242,6 +254,71 @@ def test_resume_with_a_changed_config_is_refused(frozen_dir, uninterrupted):
     workdir, _ = uninterrupted
     with pytest.raises(configlib.ConfigError, match="loss.age_weight"):
         tasks.train_and_evaluate(make_config(frozen_dir, **{"loss.age_weight": 1.0}), str(workdir))
+
+
+def test_a_start_that_saved_nothing_does_not_lock_the_workdir_to_its_config(frozen_dir, tmp_path):
+    """A first start that stopped before any checkpoint (here: a frozen network not found)
+    recorded its config; a corrected command with another config still runs there, until
+    the workdir holds a checkpoint."""
+    workdir = tmp_path / "w"
+    failed = make_config(frozen_dir, seed=7)
+    failed.frozen.alexnet = str(tmp_path / "nowhere")
+    with pytest.raises(checkpointing.CheckpointError, match="frozen.alexnet"):
+        tasks.train_and_evaluate(failed, str(workdir))
+    assert json.loads((workdir / workdir_lib.CONFIG_FILE).read_text())["seed"] == 7
+    corrected = make_config(frozen_dir, num_steps=2)
+    assert int(tasks.train_and_evaluate(corrected, str(workdir)).step) == 2
+    assert json.loads((workdir / workdir_lib.CONFIG_FILE).read_text())["seed"] == corrected.seed
+    with pytest.raises(configlib.ConfigError, match="holds a run with a different config .*seed"):
+        tasks.train_and_evaluate(make_config(frozen_dir, num_steps=2, seed=7), str(workdir))
+
+
+def test_a_foreign_workdir_is_refused_before_nested_runs_write_into_it(tmp_path):
+    """Another task's run (with a checkpoint) and a user's export/ folder are refused at
+    the start, in one line naming them, before the pretrain runs or any training."""
+    other_task = tmp_path / "evaluator_run"
+    (other_task / "checkpoints" / "5").mkdir(parents=True)
+    (other_task / workdir_lib.CONFIG_FILE).write_text(json.dumps({"task": "age_evaluator"}))
+    before = tree_bytes(other_task)
+    with pytest.raises(configlib.ConfigError, match=f"{other_task} holds a 'age_evaluator' run"):
+        tasks.train_and_evaluate(config_file("g75_conv5", "quick"), str(other_task))
+    assert sorted(os.listdir(other_task)) == ["checkpoints", workdir_lib.CONFIG_FILE]  # no nested run began
+    assert tree_bytes(other_task) == before
+
+    users_export = tmp_path / "classifier_run"
+    (users_export / "export").mkdir(parents=True)
+    (users_export / "export" / "mine.txt").write_text("mine")
+    with pytest.raises(configlib.ConfigError, match="export exists and was not written by a 'age_evaluator' run"):
+        tasks.train_and_evaluate(config_file("age_evaluator", "quick"), str(users_export))
+    assert not (users_export / "checkpoints").exists() and (users_export / "export" / "mine.txt").read_text() == "mine"
+
+
+def test_unusable_workdirs_are_named_in_one_line(frozen_dir, tmp_path):
+    a_file = tmp_path / "a_file"
+    a_file.write_text("mine")
+    with pytest.raises(configlib.ConfigError, match=f"--workdir {a_file} cannot be used: File exists"):
+        tasks.train_and_evaluate(make_config(frozen_dir), str(a_file))
+    assert a_file.read_text() == "mine"
+    damaged = tmp_path / "damaged"
+    damaged.mkdir()
+    (damaged / workdir_lib.CONFIG_FILE).write_text('{"task": "ga')
+    with pytest.raises(configlib.ConfigError, match=f"{damaged / workdir_lib.CONFIG_FILE} is not valid JSON"):
+        tasks.train_and_evaluate(make_config(frozen_dir), str(damaged))
+
+
+def test_sample_sheets_never_replace_a_file_they_did_not_write(tmp_path):
+    from ipcgan_jax import visualization
+
+    sheet = np.full((4, 6, 3), 90, np.uint8)
+    path = tmp_path / "step_0000000.png"
+    path.write_bytes(b"the user's")
+    assert visualization.save_png_beside(str(path), sheet) == str(tmp_path / "step_0000000_2.png")
+    assert path.read_bytes() == b"the user's"
+    # The same sheet again (a resumed run) is not written twice.
+    assert visualization.save_png_beside(str(path), sheet) == str(tmp_path / "step_0000000_2.png")
+    assert sorted(os.listdir(tmp_path)) == ["step_0000000.png", "step_0000000_2.png"]
+    from PIL import Image
+    np.testing.assert_array_equal(np.asarray(Image.open(tmp_path / "step_0000000_2.png")), sheet)
 
 
 def test_sigterm_during_a_pretrain_run_stops_the_whole_run(tmp_path, monkeypatch):

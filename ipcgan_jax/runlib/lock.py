@@ -24,6 +24,7 @@ from typing import Iterator
 import jax
 
 from ipcgan_jax import parallel
+from ipcgan_jax.configlib import ConfigError
 
 LOCK_FILE = "run.lock"
 
@@ -168,11 +169,14 @@ def workdir_lock(workdir: str, *, take_over: bool = False) -> Iterator[None]:
     created = not os.path.isdir(workdir)
     fd, error = None, None
     if jax.process_index() == 0:
-        os.makedirs(workdir, exist_ok=True)
         try:
+            os.makedirs(workdir, exist_ok=True)
             fd = acquire(workdir, take_over=take_over)
         except WorkdirLockedError as e:
             error = e
+        except OSError as e:  # a regular file there, a read-only folder, ...
+            error = ConfigError(f"--workdir {workdir} cannot be used: {e.strerror or e}"
+                                + (f" ({e.filename})" if e.filename and e.filename != workdir else ""))
     if parallel.any_process(error is not None):
         raise error or WorkdirLockedError(f"{workdir} is in use by another run (the chief process was refused)")
     try:

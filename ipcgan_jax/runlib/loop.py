@@ -6,7 +6,7 @@ Per step the loop runs the compiled step and keeps its metrics on the devices; a
 log step and checkpoint step it fetches them, stops on a non-finite value (so no
 non-finite state is ever checkpointed), and at log steps writes their means with the
 throughput. It checkpoints every `checkpoint.every` steps and at the end, and on SIGTERM
-(cluster preemption) saves at the next log or checkpoint step and returns.
+(cluster preemption) or Ctrl-C saves at the next log or checkpoint step and returns.
 """
 from __future__ import annotations
 
@@ -45,25 +45,36 @@ def check_finite(step: int, metrics: Mapping[str, float]) -> None:
 
 
 class StopRequest:
-    """Set by SIGTERM (cluster preemption) so the loop saves and exits cleanly."""
+    """Set by SIGTERM (cluster preemption) or Ctrl-C (SIGINT) so the loop saves and exits
+    cleanly; a second Ctrl-C stops at once (KeyboardInterrupt), losing the steps since the
+    last checkpoint."""
+
+    SIGNALS = (signal.SIGTERM, signal.SIGINT)
 
     def __init__(self):
         self.requested = False
+        self.reason = ""  # the signal's name
 
     @contextlib.contextmanager
     def installed(self) -> Iterator[None]:
         def handler(signum, frame):
-            self.requested = True
+            if signum == signal.SIGINT and self.requested:
+                raise KeyboardInterrupt
+            self.requested, self.reason = True, signal.Signals(signum).name
+            if signum == signal.SIGINT:
+                tqdm.write("stopping at the next log or checkpoint step, after saving "
+                           "(Ctrl-C again: at once, without saving)")
 
         try:
-            previous = signal.signal(signal.SIGTERM, handler)
+            previous = {signum: signal.signal(signum, handler) for signum in self.SIGNALS}
         except ValueError:  # not the main thread (e.g. some notebook kernels): no handler
             yield
             return
         try:
             yield
         finally:
-            signal.signal(signal.SIGTERM, previous)
+            for signum, old in previous.items():
+                signal.signal(signum, old)
 
     def any_process(self) -> bool:
         """Whether any process was asked to stop (a collective: every process calls it)."""
@@ -90,9 +101,9 @@ def open_run(config: ml_collections.ConfigDict, workdir: str, *, devices=None) -
     (default: all), checks the batch size against it, and opens the writer and the
     checkpointer; closes them (waiting for pending saves) on exit. A save that failed stops
     the run with `checkpointing.CheckpointSaveError`."""
-    prepare_workdir(config, workdir)
     mesh = parallel.make_mesh(devices)
     parallel.check_batch_size(config.batch_size, mesh)
+    prepare_workdir(config, workdir)
     writer = MetricWriter(workdir, enabled=jax.process_index() == 0)
     checkpointer = checkpointing.TrainCheckpointer(
         os.path.join(workdir, checkpointing.CHECKPOINTS_DIR), keep_last=config.checkpoint.keep_last,
@@ -220,7 +231,7 @@ def train_loop(config: ml_collections.ConfigDict, run: Run, *, state: PyTree, st
                 if after_step is not None:
                     after_step(done, state)
                 if stopped:
-                    run.writer.write_event(done, "stopped", reason="SIGTERM")
+                    run.writer.write_event(done, "stopped", reason=stop.reason or "another process")
                     break
     finally:
         progress.close()

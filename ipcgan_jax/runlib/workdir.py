@@ -3,6 +3,7 @@ export of a trained network into WORKDIR/export."""
 from __future__ import annotations
 
 import json
+import logging
 import os
 import shutil
 from typing import Any
@@ -27,7 +28,10 @@ RESUMABLE_CHANGES = frozenset({"num_steps", "log_every", "sample_every", "checkp
 
 def prepare_workdir(config: ml_collections.ConfigDict, workdir: str) -> None:
     """Creates `workdir`, records the config, and refuses to resume under another config
-    (except for `RESUMABLE_CHANGES`, e.g. a larger num_steps to extend training).
+    (except for `RESUMABLE_CHANGES`, e.g. a larger num_steps to extend training). A
+    recorded config is replaced, with a warning, when the workdir holds nothing it trained
+    (no checkpoint, no export): a start that failed at its first steps (a bad batch size,
+    a dataset not built) does not lock the workdir to its config.
 
     A workdir holding a `checkpoints/` folder without this project's config file was not
     written by a run of this project: refuse rather than touch it. What a run writes is
@@ -37,13 +41,23 @@ def prepare_workdir(config: ml_collections.ConfigDict, workdir: str) -> None:
     current = json.loads(config.to_json_best_effort(sort_keys=True))
     if os.path.exists(config_path):
         with open(config_path) as f:
-            recorded = json.load(f)
+            try:
+                recorded = json.load(f)
+            except json.JSONDecodeError as error:
+                raise ConfigError(f"{config_path} is not valid JSON ({error}); it records this workdir's "
+                                  "run: restore it, or choose a new --workdir") from None
         changed = sorted(key for key in _diff_keys(recorded, current) - RESUMABLE_CHANGES
                          if not _added_later_at_default(recorded, current, key))
-        if changed:
+        if changed and _holds_training_state(workdir):
+            what = (f"a {recorded.get('task')!r} run" if recorded.get("task") != current.get("task")
+                    else "a run with a different config")
             raise ConfigError(
-                f"{workdir} holds a run with a different config (changed keys: {', '.join(changed)}); "
+                f"{workdir} holds {what} (changed keys: {', '.join(changed)}); "
                 "resume it with the same config or choose a new --workdir")
+        if changed:
+            logging.getLogger(__name__).warning(
+                "%s recorded another config (changed keys: %s) but holds no checkpoint or export: "
+                "recording this run's", workdir, ", ".join(changed))
         if recorded != current and jax.process_index() == 0:
             _write_json(config_path, current)
         return
@@ -52,6 +66,12 @@ def prepare_workdir(config: ml_collections.ConfigDict, workdir: str) -> None:
                           f"ipcgan_jax (no {CONFIG_FILE}); choose a new --workdir")
     if jax.process_index() == 0:
         _write_json(config_path, current)
+
+
+def _holds_training_state(workdir: str) -> bool:
+    """Whether the run in `workdir` saved anything it trained (a checkpoint or an export)."""
+    checkpoints = os.path.join(workdir, checkpointing.CHECKPOINTS_DIR)
+    return has_export(workdir) or (os.path.isdir(checkpoints) and bool(os.listdir(checkpoints)))
 
 
 def _write_json(path: str, content: dict) -> None:
@@ -87,6 +107,27 @@ def _diff_keys(a: Any, b: Any, prefix: str = "") -> set[str]:
     return set() if a == b else {prefix.rstrip(".")}
 
 
+def check_export_dir(workdir: str, task: str) -> dict | None:
+    """The metadata of WORKDIR/export when a `task` run wrote it, None when there is none;
+    ConfigError when something else is there (the user's: never replaced). Runs check it
+    at their start, so that the export at their end cannot fail on it."""
+    export_dir = os.path.join(workdir, EXPORT_DIR)
+    if not os.path.exists(export_dir):
+        return None
+    metadata_path = os.path.join(export_dir, checkpointing.METADATA_FILE)
+    previous = {}
+    if os.path.isfile(metadata_path):
+        with open(metadata_path) as f:
+            try:
+                previous = json.load(f)
+            except json.JSONDecodeError:
+                previous = {}
+    if not isinstance(previous, dict) or previous.get("task") != task:
+        raise ConfigError(f"{export_dir} exists and was not written by a {task!r} run; move it away or "
+                          "choose a new --workdir")
+    return previous
+
+
 def has_export(workdir: str) -> bool:
     """Whether the run in `workdir` completed its export."""
     return os.path.isdir(os.path.join(workdir, EXPORT_DIR, checkpointing.VARIABLES_DIR))
@@ -97,17 +138,9 @@ def write_export(workdir: str, variables: PyTree, metadata: dict) -> str:
     earlier step of this task (training was extended), refuses to touch one that a run of
     this task did not write. metadata must hold "task" and "step"."""
     export_dir = os.path.join(workdir, EXPORT_DIR)
-    metadata_path = os.path.join(export_dir, checkpointing.METADATA_FILE)
-    if os.path.exists(export_dir):
-        previous = {}
-        if os.path.exists(metadata_path):
-            with open(metadata_path) as f:
-                previous = json.load(f)
-        if previous.get("task") != metadata["task"]:
-            raise FileExistsError(f"{export_dir} exists and was not written by a {metadata['task']!r} "
-                                  "run; move it away or choose a new --workdir")
-        if previous.get("step") == metadata["step"]:
-            return export_dir
+    previous = check_export_dir(workdir, metadata["task"])
+    if previous is not None and previous.get("step") == metadata["step"]:
+        return export_dir
     # Written beside, then moved into place: an interrupted export never looks complete.
     staging = export_dir + ".writing"
     is_chief = jax.process_index() == 0
