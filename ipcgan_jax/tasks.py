@@ -15,6 +15,7 @@ hold WORKDIR/run.lock while they run (`ipcgan_jax.runlib.lock`): one writer per 
 """
 from __future__ import annotations
 
+import logging
 import os
 from typing import Any
 
@@ -50,6 +51,10 @@ def _train(config: ml_collections.ConfigDict, workdir: str, *, devices, take_ove
     if config.task in CLASSIFIER_TASKS:
         check_export_dir(workdir, config.task)
     for name, sub_config in config.get("pretrain", {}).items():
+        if sub_config.data.name != config.data.name:  # e.g. --config.data.name changed the GAN's alone
+            logging.getLogger(__name__).warning(
+                "pretrain.%s trains on data %r, the GAN on %r (set --config.pretrain.%s.data.name to change it)",
+                name, sub_config.data.name, config.data.name, name)
         sub_workdir = os.path.join(workdir, name)
         if not has_export(sub_workdir):
             result = train_and_evaluate(sub_config, sub_workdir, devices=devices, take_over_lock=take_over_lock)

@@ -82,6 +82,7 @@ def assert_resumes_only_at_default(config: ml_collections.ConfigDict, workdir: s
         return tree
 
     workdir_lib.prepare_workdir(config, workdir)
+    os.makedirs(os.path.join(workdir, "checkpoints", "1"))  # it saved a checkpoint: its config binds
     path = os.path.join(workdir, workdir_lib.CONFIG_FILE)
     with open(path) as f:
         recorded = json.load(f)

@@ -42,7 +42,7 @@ MAIN_ENV = {"XLA_FLAGS": "--xla_force_host_platform_device_count=1", "JAX_PLATFO
 REFUSALS = {
     "missing_workdir": (["--config=configs/g75_conv5.py:quick"], "Flag --workdir must have a value other than None"),
     "bad_config_path": (["--config=configs/no_such_config.py", "--workdir={w}"],
-                        "No such file or directory: 'configs/no_such_config.py'"),
+                        "no config file at configs/no_such_config.py"),
     "override_bad_value": (["--config=configs/g75_conv5.py:quick", "--workdir={w}", "--config.num_steps=ten"],
                            "flag --config.num_steps=ten: invalid literal for int()"),
     "override_unknown_key": (["--config=configs/g75_conv5.py:quick", "--workdir={w}", "--config.loss.typo=1"],

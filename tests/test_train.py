@@ -173,8 +173,9 @@ def test_numpy_backend_trains_without_tensorflow_to_the_same_state(frozen_dir, u
     assert any(f.startswith("events.out.tfevents") for f in os.listdir(workdir / "tensorboard"))
 
 
-@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
-def test_sigterm_or_ctrl_c_saves_and_exits(frozen_dir, tmp_path, monkeypatch, signum):
+def test_sigterm_saves_and_exits(frozen_dir, tmp_path, monkeypatch):
+    """(Ctrl-C's first SIGINT sets the same request: test_ctrl_c_asks_to_save_then_stops_at_once.)"""
+    signum = signal.SIGTERM
     workdir = tmp_path / "preempted"
     config = make_config(frozen_dir, num_steps=40)
     config.checkpoint.every = 1000
@@ -197,11 +198,13 @@ def test_sigterm_or_ctrl_c_saves_and_exits(frozen_dir, tmp_path, monkeypatch, si
         ("stopped", signal.Signals(signum).name)]
 
 
-def test_a_second_ctrl_c_stops_at_once():
+def test_ctrl_c_asks_to_save_then_stops_at_once():
     stop = loop.StopRequest()
     with stop.installed():
         os.kill(os.getpid(), signal.SIGINT)
-        assert stop.requested and stop.reason == "SIGINT"  # the first asks the loop to save and stop
+        # The first sets the request SIGTERM sets (the loop saves at its next log or
+        # checkpoint step and stops: test_sigterm_saves_and_exits), naming Ctrl-C's signal.
+        assert stop.requested and stop.reason == "SIGINT"
         with pytest.raises(KeyboardInterrupt):
             os.kill(os.getpid(), signal.SIGINT)
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # restored
@@ -261,16 +264,15 @@ def test_a_start_that_saved_nothing_does_not_lock_the_workdir_to_its_config(froz
     recorded its config; a corrected command with another config still runs there, until
     the workdir holds a checkpoint."""
     workdir = tmp_path / "w"
-    failed = make_config(frozen_dir, seed=7)
-    failed.frozen.alexnet = str(tmp_path / "nowhere")
-    with pytest.raises(checkpointing.CheckpointError, match="frozen.alexnet"):
-        tasks.train_and_evaluate(failed, str(workdir))
-    assert json.loads((workdir / workdir_lib.CONFIG_FILE).read_text())["seed"] == 7
-    corrected = make_config(frozen_dir, num_steps=2)
-    assert int(tasks.train_and_evaluate(corrected, str(workdir)).step) == 2
-    assert json.loads((workdir / workdir_lib.CONFIG_FILE).read_text())["seed"] == corrected.seed
+    for seed in (7, 8):  # the second start, with another config, passes the workdir's check
+        failed = make_config(frozen_dir, seed=seed)
+        failed.frozen.alexnet = str(tmp_path / "nowhere")
+        with pytest.raises(checkpointing.CheckpointError, match="frozen.alexnet"):
+            tasks.train_and_evaluate(failed, str(workdir))
+        assert json.loads((workdir / workdir_lib.CONFIG_FILE).read_text())["seed"] == seed
+    (workdir / "checkpoints" / "2").mkdir(parents=True)  # once a run has saved, its config binds
     with pytest.raises(configlib.ConfigError, match="holds a run with a different config .*seed"):
-        tasks.train_and_evaluate(make_config(frozen_dir, num_steps=2, seed=7), str(workdir))
+        tasks.train_and_evaluate(make_config(frozen_dir, seed=7), str(workdir))
 
 
 def test_a_foreign_workdir_is_refused_before_nested_runs_write_into_it(tmp_path):
@@ -291,6 +293,18 @@ def test_a_foreign_workdir_is_refused_before_nested_runs_write_into_it(tmp_path)
     with pytest.raises(configlib.ConfigError, match="export exists and was not written by a 'age_evaluator' run"):
         tasks.train_and_evaluate(config_file("age_evaluator", "quick"), str(users_export))
     assert not (users_export / "checkpoints").exists() and (users_export / "export" / "mine.txt").read_text() == "mine"
+
+
+def test_nested_runs_on_other_data_than_the_gan_are_named(tmp_path, monkeypatch, caplog):
+    """--config.data.name changes the GAN's data alone: the frozen networks of a demo-style
+    config keep training on theirs, and the run says so."""
+    config = config_file("g75_conv5", "quick")
+    config.data.name = "image_folder"
+    monkeypatch.setattr(tasks, "has_export", lambda workdir: True)  # the nested runs are done
+    monkeypatch.setattr(tasks.train, "train_gan", lambda config, workdir, devices: "trained")
+    with caplog.at_level("WARNING"):
+        assert tasks.train_and_evaluate(config, str(tmp_path / "w")) == "trained"
+    assert "pretrain.alexnet_identity trains on data 'synthetic', the GAN on 'image_folder'" in caplog.text
 
 
 def test_unusable_workdirs_are_named_in_one_line(frozen_dir, tmp_path):
@@ -335,7 +349,8 @@ def test_sigterm_during_a_pretrain_run_stops_the_whole_run(tmp_path, monkeypatch
     monkeypatch.setattr(loop.StopRequest, "any_process", preempt_at_step_3)
     workdir = tmp_path / "run"
     tasks.train_and_evaluate(config, str(workdir))
-    assert sorted(os.listdir(workdir)) == ["alexnet_identity"]  # neither the later networks nor the GAN ran
+    # Neither the later networks nor the GAN ran (the GAN's config is recorded at the start).
+    assert sorted(os.listdir(workdir)) == ["alexnet_identity", workdir_lib.CONFIG_FILE]
     assert os.listdir(workdir / "alexnet_identity" / "checkpoints") == ["3"]
     assert not workdir_lib.has_export(str(workdir / "alexnet_identity"))
 

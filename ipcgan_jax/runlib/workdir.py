@@ -49,10 +49,11 @@ def prepare_workdir(config: ml_collections.ConfigDict, workdir: str) -> None:
         changed = sorted(key for key in _diff_keys(recorded, current) - RESUMABLE_CHANGES
                          if not _added_later_at_default(recorded, current, key))
         if changed and _holds_training_state(workdir):
-            what = (f"a {recorded.get('task')!r} run" if recorded.get("task") != current.get("task")
-                    else "a run with a different config")
+            if recorded.get("task") != current.get("task"):
+                raise ConfigError(f"{workdir} holds a {recorded.get('task')!r} run, not a "
+                                  f"{current.get('task')!r} one; choose a new --workdir")
             raise ConfigError(
-                f"{workdir} holds {what} (changed keys: {', '.join(changed)}); "
+                f"{workdir} holds a run with a different config (changed keys: {', '.join(changed)}); "
                 "resume it with the same config or choose a new --workdir")
         if changed:
             logging.getLogger(__name__).warning(
