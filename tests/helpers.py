@@ -82,7 +82,9 @@ def assert_resumes_only_at_default(config: ml_collections.ConfigDict, workdir: s
         return tree
 
     workdir_lib.prepare_workdir(config, workdir)
-    os.makedirs(os.path.join(workdir, "checkpoints", "1"))  # it saved a checkpoint: its config binds
+    # It saved a checkpoint (and so did the nested run the key configures): its config binds.
+    nested = key.split(".")[1] if key.startswith("pretrain.") else ""
+    os.makedirs(os.path.join(workdir, nested, "checkpoints", "1"))
     path = os.path.join(workdir, workdir_lib.CONFIG_FILE)
     with open(path) as f:
         recorded = json.load(f)

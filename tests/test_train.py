@@ -275,6 +275,23 @@ def test_a_start_that_saved_nothing_does_not_lock_the_workdir_to_its_config(froz
         tasks.train_and_evaluate(make_config(frozen_dir, seed=7), str(workdir))
 
 
+def test_a_changed_key_binds_only_where_something_was_trained(tmp_path, caplog):
+    """In a demo-style workdir whose identity trunk saved a checkpoint but whose GAN did
+    not: the GAN's settings may change, the trunk's may not."""
+    workdir = str(tmp_path / "w")
+    workdir_lib.prepare_workdir(config_file("g75_conv5", "quick"), workdir)
+    (tmp_path / "w" / "alexnet_identity" / "checkpoints" / "3").mkdir(parents=True)
+    gan_changed = config_file("g75_conv5", "quick")
+    gan_changed.seed += 1
+    with caplog.at_level("WARNING"):
+        workdir_lib.prepare_workdir(gan_changed, workdir)
+    assert "changed keys: seed), but nothing was trained under it" in caplog.text
+    trunk_changed = config_file("g75_conv5", "quick")
+    trunk_changed.pretrain.alexnet_identity.seed += 1
+    with pytest.raises(configlib.ConfigError, match=r"changed keys: pretrain\.alexnet_identity\.seed\)"):
+        workdir_lib.prepare_workdir(trunk_changed, workdir)
+
+
 def test_a_foreign_workdir_is_refused_before_nested_runs_write_into_it(tmp_path):
     """Another task's run (with a checkpoint) and a user's export/ folder are refused at
     the start, in one line naming them, before the pretrain runs or any training."""

@@ -12,7 +12,7 @@ import jax
 import ml_collections
 
 from ipcgan_jax import checkpointing, parallel
-from ipcgan_jax.configlib import ConfigError
+from ipcgan_jax.configlib import NESTED_RUNS_KEY, ConfigError
 from ipcgan_jax.constants import FIELDS_ADDED_LATER
 
 PyTree = Any
@@ -28,10 +28,12 @@ RESUMABLE_CHANGES = frozenset({"num_steps", "log_every", "sample_every", "checkp
 
 def prepare_workdir(config: ml_collections.ConfigDict, workdir: str) -> None:
     """Creates `workdir`, records the config, and refuses to resume under another config
-    (except for `RESUMABLE_CHANGES`, e.g. a larger num_steps to extend training). A
-    recorded config is replaced, with a warning, when the workdir holds nothing it trained
-    (no checkpoint, no export): a start that failed at its first steps (a bad batch size,
-    a dataset not built) does not lock the workdir to its config.
+    (except for `RESUMABLE_CHANGES`, e.g. a larger num_steps to extend training). A change
+    binds only where something was trained under the recorded config: a key of a nested
+    run (`pretrain.NAME.*`) once that run saved a checkpoint or its export, any other key
+    once the run itself saved a checkpoint or export. Otherwise the new config is recorded,
+    with a warning: a start that failed before its first checkpoint (a bad batch size, a
+    dataset not built) does not lock the workdir to its config.
 
     A workdir holding a `checkpoints/` folder without this project's config file was not
     written by a run of this project: refuse rather than touch it. What a run writes is
@@ -48,16 +50,17 @@ def prepare_workdir(config: ml_collections.ConfigDict, workdir: str) -> None:
                                   "run: restore it, or choose a new --workdir") from None
         changed = sorted(key for key in _diff_keys(recorded, current) - RESUMABLE_CHANGES
                          if not _added_later_at_default(recorded, current, key))
-        if changed and _holds_training_state(workdir):
-            if recorded.get("task") != current.get("task"):
-                raise ConfigError(f"{workdir} holds a {recorded.get('task')!r} run, not a "
-                                  f"{current.get('task')!r} one; choose a new --workdir")
+        binding = [key for key in changed if _holds_training_state(_run_of_key(workdir, key))]
+        if binding and recorded.get("task") != current.get("task"):
+            raise ConfigError(f"{workdir} holds a {recorded.get('task')!r} run, not a "
+                              f"{current.get('task')!r} one; choose a new --workdir")
+        if binding:
             raise ConfigError(
-                f"{workdir} holds a run with a different config (changed keys: {', '.join(changed)}); "
+                f"{workdir} holds a run with a different config (changed keys: {', '.join(binding)}); "
                 "resume it with the same config or choose a new --workdir")
         if changed:
             logging.getLogger(__name__).warning(
-                "%s recorded another config (changed keys: %s) but holds no checkpoint or export: "
+                "%s recorded another config (changed keys: %s), but nothing was trained under it: "
                 "recording this run's", workdir, ", ".join(changed))
         if recorded != current and jax.process_index() == 0:
             _write_json(config_path, current)
@@ -67,6 +70,13 @@ def prepare_workdir(config: ml_collections.ConfigDict, workdir: str) -> None:
                           f"ipcgan_jax (no {CONFIG_FILE}); choose a new --workdir")
     if jax.process_index() == 0:
         _write_json(config_path, current)
+
+
+def _run_of_key(workdir: str, key: str) -> str:
+    """The workdir of the run that config `key` (dotted) configures: a nested run's own
+    sub-folder for `pretrain.NAME.*`, else `workdir`."""
+    parts = key.split(".")
+    return os.path.join(workdir, parts[1]) if parts[0] == NESTED_RUNS_KEY and len(parts) > 1 else workdir
 
 
 def _holds_training_state(workdir: str) -> bool:
