@@ -248,6 +248,8 @@ def load_variables(directory: str) -> tuple[PyTree, dict]:
                 metadata = json.load(f)
             except json.JSONDecodeError as error:
                 raise CheckpointError(f"{metadata_path} is not valid JSON ({error})") from None
+        if not isinstance(metadata, dict):
+            raise CheckpointError(f"{metadata_path} holds a {type(metadata).__name__}, not a JSON object")
     _quiet_orbax_failures()
     try:
         with ocp.StandardCheckpointer() as checkpointer:

@@ -50,45 +50,46 @@ def _metadata(network: str, source: str, source_format: str,
     return metadata
 
 
-def _convert_tf1(checkpoint: str, out_dir: str, expect: dict[str, Variables]) -> ImportReport:
+# A network read from a source: (name, variables, metadata), written to OUT/<name>.
+Converted = tuple[str, Variables, dict]
+
+
+def _read_tf1(checkpoint: str, expect: dict[str, Variables]) -> list[Converted]:
     variables, report = load_tf1_checkpoint(checkpoint, expect=expect)
-    for network, network_variables in variables.items():
-        save_variables(os.path.join(out_dir, network), network_variables,
-                       _metadata(network, checkpoint, "tf1_checkpoint", report))
-    return report
+    return [(network, network_variables, _metadata(network, checkpoint, "tf1_checkpoint", report))
+            for network, network_variables in variables.items()]
 
 
-def convert_acgan(checkpoint: str, out_dir: str) -> ImportReport:
-    """`acgan.model-*` -> out_dir/generator and out_dir/discriminator."""
-    return _convert_tf1(checkpoint, out_dir, {"generator": generator_variables_template(),
-                                              "discriminator": discriminator_variables_template()})
+def read_acgan(checkpoint: str) -> list[Converted]:
+    """`acgan.model-*` -> generator and discriminator."""
+    return _read_tf1(checkpoint, {"generator": generator_variables_template(),
+                                  "discriminator": discriminator_variables_template()})
 
 
-def convert_alexnet(checkpoint: str, out_dir: str) -> ImportReport:
-    """`pre_trained/alexnet.model-*` -> out_dir/alexnet (trunk and identity head)."""
-    return _convert_tf1(checkpoint, out_dir, {"alexnet": alexnet_variables_template()})
+def read_alexnet(checkpoint: str) -> list[Converted]:
+    """`pre_trained/alexnet.model-*` -> alexnet (trunk and identity head)."""
+    return _read_tf1(checkpoint, {"alexnet": alexnet_variables_template()})
 
 
-def convert_age_classifier(checkpoint: str, out_dir: str) -> ImportReport:
-    """`pre_trained/age_classifier.model-*` -> out_dir/age_classifier (age head)."""
-    return _convert_tf1(checkpoint, out_dir, {"age_classifier": age_classifier_variables_template()})
+def read_age_classifier(checkpoint: str) -> list[Converted]:
+    """`pre_trained/age_classifier.model-*` -> age_classifier (age head)."""
+    return _read_tf1(checkpoint, {"age_classifier": age_classifier_variables_template()})
 
 
-def convert_bvlc_alexnet(npy_path: str, out_dir: str) -> None:
-    """`bvlc_alexnet.npy` -> out_dir/alexnet (ImageNet trunk, no identity head)."""
-    params = load_bvlc_alexnet(npy_path)
-    save_variables(os.path.join(out_dir, "alexnet"), {"params": params},
-                   _metadata("alexnet", npy_path, "bvlc_alexnet_npy"))
+def read_bvlc_alexnet(npy_path: str) -> list[Converted]:
+    """`bvlc_alexnet.npy` -> alexnet (ImageNet trunk, no identity head)."""
+    return [("alexnet", {"params": load_bvlc_alexnet(npy_path)}, _metadata("alexnet", npy_path, "bvlc_alexnet_npy"))]
 
 
 def convert(out_dir: str, *, acgan: str | None = None, alexnet: str | None = None,
             age_classifier: str | None = None, bvlc: str | None = None) -> None:
-    """Converts every given source into out_dir (which must not exist or be empty)."""
+    """Converts every given source into out_dir (which must not exist or be empty). Every
+    source is read and checked before anything is written: a bad one leaves no output."""
     if alexnet and bvlc:
         raise ValueError("--alexnet and --bvlc both write DIR/alexnet; give one of them")
-    jobs = [(source, fn) for source, fn in ((acgan, convert_acgan), (alexnet, convert_alexnet),
-                                            (age_classifier, convert_age_classifier),
-                                            (bvlc, convert_bvlc_alexnet)) if source]
+    jobs = [(source, read) for source, read in ((acgan, read_acgan), (alexnet, read_alexnet),
+                                                (age_classifier, read_age_classifier),
+                                                (bvlc, read_bvlc_alexnet)) if source]
     if not jobs:
         raise ValueError("nothing to convert: give at least one of --acgan, --alexnet, "
                          "--age-classifier, --bvlc")
@@ -97,10 +98,13 @@ def convert(out_dir: str, *, acgan: str | None = None, alexnet: str | None = Non
             raise FileNotFoundError(f"no such checkpoint or file: {source}")
     if os.path.exists(out_dir) and (not os.path.isdir(out_dir) or os.listdir(out_dir)):
         raise FileExistsError(f"{out_dir} exists and is not an empty directory; refusing to overwrite it")
+    converted = []
+    for source, read in tqdm(jobs, desc="reading", unit="file"):
+        converted.extend(read(source))
+        logger.info("read %s", source)
     os.makedirs(out_dir, exist_ok=True)
-    for source, convert_one in tqdm(jobs, desc="converting", unit="file"):
-        convert_one(source, out_dir)
-        logger.info("converted %s", source)
+    for network, variables, metadata in converted:
+        save_variables(os.path.join(out_dir, network), variables, metadata)
 
 
 def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:

@@ -101,7 +101,13 @@ def read_run_config(workdir: str) -> ml_collections.ConfigDict:
         raise NotAGeneratorError(f"{path} not found: {workdir} is not a GAN run's workdir, nor an exported "
                                  "generator (no variables/ folder)")
     with open(path) as f:
-        return ml_collections.ConfigDict(json.load(f))
+        try:
+            recorded = json.load(f)
+        except json.JSONDecodeError as error:
+            raise NotAGeneratorError(f"{path} is not valid JSON ({error})") from None
+    if not isinstance(recorded, dict):
+        raise NotAGeneratorError(f"{path} holds a {type(recorded).__name__}, not a run's config")
+    return ml_collections.ConfigDict(recorded)
 
 
 def _generator_from_params(params: PyTree) -> Generator:
@@ -129,9 +135,10 @@ def load_generator(path: str, *, step: int | None = None, image_size: int | None
         raise NotAGeneratorError(f"{path} does not exist")
     if os.path.isdir(os.path.join(path, checkpointing.VARIABLES_DIR)):
         variables, metadata = checkpointing.load_variables(path)
-        if "params" not in variables or "batch_stats" not in variables:
+        if ("params" not in variables or "batch_stats" not in variables or "conv1" not in variables["params"]
+                or metadata.get("network", "generator") != "generator"):
             raise NotAGeneratorError(
-                f"{path} is not an exported generator (needs params and batch_stats; "
+                f"{path} is not an exported generator (needs a generator's params and batch_stats; "
                 f"metadata says network={metadata.get('network')!r})")
         if RUN_CONFIG_KEY in metadata:  # exported from a run: its settings travel with it
             config = ml_collections.ConfigDict(metadata[RUN_CONFIG_KEY])

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import math
 import os
 import shutil
 import signal
@@ -50,6 +51,11 @@ DEFAULT_MAX_UPLOAD_MB = 20
 DEFAULT_MAX_MEGAPIXELS = 40.0
 DEFAULT_KEEP_MINUTES = 10
 DEFAULT_QUEUE_SIZE = 16
+# What one request may ask for (the page's sliders; enforced on the server too, where a
+# client of the API could ask for more): the animation's frames and seconds, and ages.
+FRAMES_RANGE = (2, 61)
+DURATION_RANGE_S = (0.5, 20.0)
+MAX_AGES = 12
 # The whole-photo animation is scaled down to this longer side: 21 full-size frames of a
 # phone photo would be hundreds of MB to hold and encode.
 MAX_ANIMATION_SIDE = 1024
@@ -94,14 +100,31 @@ def import_gradio(temp_dir: str) -> Any:
     return gradio
 
 
-def parse_ages(text: str) -> tuple[float, ...]:
+def parse_ages(text: str | None) -> tuple[float, ...]:
     """'25 37, 60' -> (25.0, 37.0, 60.0); PhotoRejected with the rule otherwise."""
-    words = text.replace(",", " ").split()
+    words = str(text or "").replace(",", " ").split()
     try:
-        return continuous_age.check_requested_ages([float(word) for word in words])
+        ages = continuous_age.check_requested_ages([float(word) for word in words])
     except ValueError:
         raise PhotoRejected(f"Type one or more ages in years between {MIN_AGE} and {MAX_REQUESTED_AGE}, "
                             f"separated by spaces (got {text!r}).") from None
+    if len(ages) > MAX_AGES:
+        raise PhotoRejected(f"Type at most {MAX_AGES} ages (got {len(ages)}).")
+    return ages
+
+
+def parse_animation(frames: Any, duration_s: Any) -> tuple[tuple[float, ...], int]:
+    """(frame ages, ms per frame) of an animation of `frames` lasting `duration_s` seconds,
+    within FRAMES_RANGE and DURATION_RANGE_S; PhotoRejected otherwise."""
+    try:
+        frames, duration_s = float(frames), float(duration_s)
+    except (TypeError, ValueError):
+        frames = duration_s = math.nan
+    if not (FRAMES_RANGE[0] <= frames <= FRAMES_RANGE[1] and frames == int(frames)):  # NaN fails the range
+        raise PhotoRejected(f"The animation takes {FRAMES_RANGE[0]} to {FRAMES_RANGE[1]} frames.")
+    if not DURATION_RANGE_S[0] <= duration_s <= DURATION_RANGE_S[1]:  # NaN fails too
+        raise PhotoRejected(f"The animation lasts {DURATION_RANGE_S[0]:g} to {DURATION_RANGE_S[1]:g} seconds.")
+    return continuous_age.progression_ages(int(frames)), age.frame_ms(int(frames), duration_s)
 
 
 def read_photo(path: str, max_megapixels: float) -> np.ndarray:
@@ -129,15 +152,26 @@ class AgeingPage:
         self.temp_dir = temp_dir
         self.max_megapixels = float(max_megapixels)
 
-    def run(self, photo_path: str | None, ages_text: str, animate: bool, frames: int, duration_s: float,
+    def uploaded_path(self, photo: Any) -> str | None:
+        """The path in Gradio's file record of an upload (None when there is none); an
+        upload lives in this page's temp folder, and any other path a client names is
+        refused: the server's other files are not the client's to age."""
+        path = photo.get("path") if isinstance(photo, dict) else getattr(photo, "path", None)
+        if not path:
+            return None
+        real, folder = os.path.realpath(str(path)), os.path.realpath(self.temp_dir)
+        if os.path.commonpath([real, folder]) != folder:
+            raise PhotoRejected("That file was not uploaded to this page.")
+        return real
+
+    def run(self, photo_path: str | None, ages_text: str | None, animate: bool, frames: Any, duration_s: Any,
             whole_photo: bool) -> tuple[np.ndarray, str | None, np.ndarray | None, str]:
         """(grid, animation file or None, frame strip or None, a line about what was done)."""
         if not photo_path:
             raise PhotoRejected("Upload a photo, or take one with the camera, first.")
         ages = parse_ages(ages_text)
         if animate:
-            frame_ages = continuous_age.progression_ages(int(frames))
-            animation_ms = age.frame_ms(int(frames), float(duration_s))
+            frame_ages, animation_ms = parse_animation(frames, duration_s)
         pixels = read_photo(photo_path, self.max_megapixels)
         try:
             face = self.ager.age_faces(pixels, ages=ages)[0]
@@ -179,11 +213,12 @@ def build_page(page: AgeingPage, gradio: Any, *, keep_minutes: float = DEFAULT_K
     keep_s = max(60, int(keep_minutes * 60))
 
     def run(photo, ages_text, animate, frames, duration_s, whole_photo):
-        # The photo arrives as Gradio's file record, unopened (preprocess=False below), so
-        # that a file that is not an image reaches read_photo and its clear message.
-        photo_path = photo.get("path") if isinstance(photo, dict) else getattr(photo, "path", None)
+        # The inputs arrive as the client sent them (preprocess=False below: a file that is
+        # not an image reaches read_photo and its clear message), so the page checks each
+        # itself, the sliders' ranges included.
         try:
-            return page.run(photo_path, ages_text, bool(animate), int(frames), float(duration_s), bool(whole_photo))
+            return page.run(page.uploaded_path(photo), ages_text, bool(animate), frames, duration_s,
+                            bool(whole_photo))
         except PhotoRejected as error:
             raise gr.Error(str(error), title="Cannot age this photo") from None
 
@@ -199,8 +234,9 @@ def build_page(page: AgeingPage, gradio: Any, *, keep_minutes: float = DEFAULT_K
                 ages = gr.Textbox(value=DEFAULT_AGES, label="Ages in years", elem_id="ages")
                 animate = gr.Checkbox(value=True, label="Ageing animation (11-20 to 51+)", elem_id="animate")
                 with gr.Row():
-                    frames = gr.Slider(2, 61, value=age.DEFAULT_FRAMES, step=1, label="Frames", elem_id="frames")
-                    duration = gr.Slider(0.5, 20, value=age.DEFAULT_DURATION_S, step=0.5,
+                    frames = gr.Slider(*FRAMES_RANGE, value=age.DEFAULT_FRAMES, step=1, label="Frames",
+                                       elem_id="frames")
+                    duration = gr.Slider(*DURATION_RANGE_S, value=age.DEFAULT_DURATION_S, step=0.5,
                                          label="Duration (seconds)", elem_id="duration")
                 whole_photo = gr.Checkbox(value=False, label="Animate the whole photo (face pasted back)",
                                           elem_id="whole_photo")
@@ -224,7 +260,8 @@ def launch(blocks: Any, gradio: Any, *, host: str, port: int, max_upload_mb: flo
     """Serves the page (no share link, no SSR node server, no web fonts)."""
     theme = gradio.themes.Default(font=SYSTEM_FONTS, font_mono=SYSTEM_MONO_FONTS)
     return blocks.launch(server_name=host, server_port=int(port), share=False, inbrowser=False,
-                         prevent_thread_lock=not block, max_file_size=f"{max_upload_mb:g}mb", show_error=True,
+                         prevent_thread_lock=not block, max_file_size=int(max_upload_mb * 1024 * 1024),
+                         show_error=True,
                          ssr_mode=False, pwa=False, mcp_server=False, enable_monitoring=False, quiet=not block,
                          theme=theme, css=RESULT_CSS, footer_links=[])
 
@@ -246,7 +283,15 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
                         help=f"delete uploads and results older than this (default {DEFAULT_KEEP_MINUTES})")
     parser.add_argument("--queue-size", type=int, default=DEFAULT_QUEUE_SIZE,
                         help=f"requests that may wait (default {DEFAULT_QUEUE_SIZE})")
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    if not 1 <= args.port <= 65535:
+        parser.error(f"--port must be in 1..65535, got {args.port}")
+    for name, value, least in (("--max-upload-mb", args.max_upload_mb, 0.001), ("--max-megapixels",
+                               args.max_megapixels, 0.001), ("--keep-minutes", args.keep_minutes, 1.0),
+                               ("--queue-size", args.queue_size, 1)):
+        if not (math.isfinite(value) and value >= least):
+            parser.error(f"{name} must be a number of at least {least:g}, got {value}")
+    return args
 
 
 def _interrupt(signum: int, frame: Any) -> None:
@@ -273,7 +318,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         blocks = build_page(AgeingPage(ager, temp_dir, args.max_megapixels), gradio,
                             keep_minutes=args.keep_minutes, queue_size=args.queue_size)
         print(f"model: {ager.loaded.source}; files in {temp_dir} (removed on exit)", file=sys.stderr)
-        launch(blocks, gradio, host=args.host, port=args.port, max_upload_mb=args.max_upload_mb)
+        try:
+            launch(blocks, gradio, host=args.host, port=args.port, max_upload_mb=args.max_upload_mb)
+        except OSError as error:  # the port taken, an address this machine does not have, ...
+            print(f"error: cannot serve on {args.host}:{args.port}: {error}", file=sys.stderr)
+            return 2
     finally:
         shutil.rmtree(temp_dir, ignore_errors=True)
     return 0

@@ -372,15 +372,25 @@ def test_a_damaged_exported_generator_is_named_in_one_line(workdir, photo_folder
     from ipcgan_jax import export
 
     broken_metadata, truncated = tmp_path / "broken_metadata", tmp_path / "truncated"
-    for path in (broken_metadata, truncated):
+    listed_metadata, discriminator = tmp_path / "listed_metadata", tmp_path / "discriminator"
+    for path in (broken_metadata, truncated, listed_metadata, discriminator):
         export.export_generator(workdir, str(path))
     (broken_metadata / checkpointing.METADATA_FILE).write_text('{"network": "gener')
+    (listed_metadata / checkpointing.METADATA_FILE).write_text('[]')
+    (discriminator / checkpointing.METADATA_FILE).write_text('{"network": "discriminator"}')
+    broken_config = tmp_path / "broken_config"
+    broken_config.mkdir()
+    (broken_config / "config.json").write_text('{"task": "ga')
     data_files = [p for p in (truncated / checkpointing.VARIABLES_DIR).rglob("*") if p.is_file() and p.parent.name == "d"]
     assert data_files
     for data_file in data_files:
         os.truncate(data_file, data_file.stat().st_size // 2)
     face = str(photo_folder / "face.png")
     for path, message in ((broken_metadata, f"error: {broken_metadata / checkpointing.METADATA_FILE} is not valid JSON"),
+                          (listed_metadata, f"error: {listed_metadata / checkpointing.METADATA_FILE} holds a list"),
+                          (discriminator, f"error: {discriminator} is not an exported generator (needs a "
+                                          "generator's params and batch_stats; metadata says network='discriminator')"),
+                          (broken_config, f"error: {broken_config / 'config.json'} is not valid JSON"),
                           (truncated, f"error: the exported variables at {truncated} are unreadable: array data "
                                       "truncated")):
         assert age.main([face, f"--checkpoint={path}", f"--out={tmp_path / 'out'}"]) == 2

@@ -249,3 +249,55 @@ def test_unreadable_model_is_one_error_line(tmp_path, capsys):
     assert serve.main(["--workdir", str(tmp_path)]) == 2  # an empty folder: no run's workdir
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("error: ") and str(tmp_path) in err[0], err
+
+
+def test_the_page_takes_only_uploads_and_what_its_controls_allow(ager, photos, tmp_path):
+    """A client of the API sends what it likes: the page takes only files uploaded to it
+    (no other file of the server's) and the ranges of its sliders."""
+    page = serve.AgeingPage(ager, str(tmp_path))
+    upload = tmp_path / "upload_hash" / "face.png"  # where Gradio puts an upload: under the temp folder
+    upload.parent.mkdir()
+    shutil.copy(photos / "face.png", upload)
+    assert page.uploaded_path({"path": str(upload)}) == os.path.realpath(upload)
+    assert page.uploaded_path(None) is None and page.uploaded_path({"path": None}) is None
+    os.symlink(photos / "face.png", tmp_path / "link.png")  # inside by name, outside in fact
+    for path in (photos / "face.png", tmp_path / "link.png", tmp_path / ".." / "elsewhere.png"):
+        with pytest.raises(serve.PhotoRejected, match="not uploaded to this page"):
+            page.uploaded_path({"path": str(path)})
+    face = page.uploaded_path({"path": str(upload)})
+    for frames, duration, message in ((1, 4.0, "takes 2 to 61 frames"), (300, 4.0, "takes 2 to 61 frames"),
+                                      ("lots", 4.0, "takes 2 to 61 frames"), (3.5, 4.0, "takes 2 to 61 frames"),
+                                      (21, 0, "lasts 0.5 to 20 seconds"), (21, float("nan"), "lasts 0.5 to 20")):
+        with pytest.raises(serve.PhotoRejected, match=message):
+            page.run(face, "30", True, frames, duration, False)
+    with pytest.raises(serve.PhotoRejected, match="between 11 and 120"):
+        page.run(face, None, False, 2, 1.0, False)
+    with pytest.raises(serve.PhotoRejected, match="at most 12 ages"):
+        page.run(face, " ".join(["30"] * 13), False, 2, 1.0, False)
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--port", "70000"], "--port must be in 1..65535, got 70000"),
+    (["--max-upload-mb", "-5"], "--max-upload-mb must be a number of at least 0.001, got -5.0"),
+    (["--max-megapixels", "nan"], "--max-megapixels must be a number of at least 0.001, got nan"),
+    (["--keep-minutes", "-3"], "--keep-minutes must be a number of at least 1, got -3.0"),
+    (["--queue-size", "0"], "--queue-size must be a number of at least 1, got 0"),
+])
+def test_bad_server_options_are_refused_before_the_model_loads(argv, message, capsys):
+    with pytest.raises(SystemExit):
+        serve.main(argv)
+    assert message in capsys.readouterr().err
+
+
+def test_a_port_in_use_is_one_error_line(monkeypatch, capsys):
+    if importlib.util.find_spec("gradio") is None:
+        pytest.skip("Gradio not installed: pip install -r requirements-serve.txt")
+    for name in [*serve.GRADIO_ENVIRONMENT, "GRADIO_TEMP_DIR"]:  # restored after the test
+        monkeypatch.setenv(name, os.environ.get(name, ""))
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        assert serve.main(["--port", str(port)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].startswith(f"error: cannot serve on 127.0.0.1:{port}: ") and "Traceback" not in "\n".join(err)

@@ -223,3 +223,23 @@ def test_cli_refuses_nothing_to_do_and_missing_files(tmp_path, capsys):
     assert convert_main(["--bvlc", str(tmp_path / "none.npy"), "--out", str(tmp_path / "out")]) == 2
     assert "none.npy" in capsys.readouterr().err
     assert not (tmp_path / "out").exists()
+
+
+def test_cli_reads_every_source_before_writing_and_names_bad_npy_files(tmp_path, capsys, monkeypatch):
+    from ipcgan_jax import convert
+
+    (tmp_path / "acgan.model-1.index").write_bytes(b"")
+    monkeypatch.setattr(convert, "read_acgan", lambda source: [
+        ("generator", {"params": {"w": np.ones(2, np.float32)}}, {"network": "generator"})])
+    text = tmp_path / "text.npy"
+    text.write_text("hello")
+    np.save(tmp_path / "int_layer.npy", {"conv1": 5})
+    out = tmp_path / "out"
+    for npy, message in ((text, "not a pickled numpy dict of AlexNet layers"),
+                         (tmp_path / "int_layer.npy", "layer 'conv1' should hold [weights, biases], got int")):
+        argv = ["--acgan", str(tmp_path / "acgan.model-1"), "--bvlc", str(npy), "--out", str(out)]
+        assert convert_main(argv) == 2
+        err = capsys.readouterr().err
+        last_line = err.strip().splitlines()[-1]  # after the progress bar
+        assert last_line.startswith(f"error: {npy}: ") and message in last_line and "Traceback" not in err
+        assert not out.exists(), "the generator read first is not written when a later source is bad"

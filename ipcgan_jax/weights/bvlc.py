@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import logging
 import os
+import pickle
 from typing import Any
 
 import numpy as np
@@ -26,8 +27,8 @@ def load_bvlc_alexnet(path: str, *, expect: Variables | None = None) -> dict[str
         raise FileNotFoundError(f"bvlc AlexNet weights not found: {path}")
     try:
         layers = np.load(path, allow_pickle=True, encoding="latin1").item()
-    except (ValueError, OSError, EOFError) as error:
-        raise ValueError(f"{path}: not a pickled numpy dict of AlexNet layers: {error}") from error
+    except (ValueError, OSError, EOFError, pickle.UnpicklingError) as error:
+        raise ValueError(f"{path}: not a pickled numpy dict of AlexNet layers: {error}") from None
     if not isinstance(layers, dict):
         raise ValueError(f"{path}: expected a dict layer -> [weights, biases], got {type(layers).__name__}")
     template = (expect or alexnet_variables_template())["params"]
@@ -37,7 +38,11 @@ def load_bvlc_alexnet(path: str, *, expect: Variables | None = None) -> dict[str
         if layer not in layers:
             missing.append(layer)
             continue
-        arrays = [np.asarray(a) for a in layers[layer]]
+        try:
+            arrays = [np.asarray(a) for a in layers[layer]]
+        except TypeError:  # not a sequence of arrays
+            raise ValueError(f"{path}: layer {layer!r} should hold [weights, biases], "
+                             f"got {type(layers[layer]).__name__}") from None
         # the Caffe->TF port stores [weights, biases]; tell them apart by rank as it did
         biases = [a for a in arrays if a.ndim == 1]
         weights = [a for a in arrays if a.ndim > 1]
