@@ -10,6 +10,10 @@
 # same `main.py` commands through launch/slurm_multinode.sbatch or launch/tpu_pod.sh,
 # one after the other.
 set -euo pipefail
+if [[ $# -gt 0 ]]; then  # it takes no arguments: --help (or anything else) shows this header
+  sed -n '2,11p' "$0" | sed 's/^# \{0,1\}//'
+  [[ $1 == --help || $1 == -h ]] && exit 0 || exit 2
+fi
 cd "$(dirname "$0")/.."
 
 : "${CACD_DIR:?set CACD_DIR to the folder holding CACD2000/ and celebrity2000_meta.mat}"
