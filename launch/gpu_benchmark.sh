@@ -52,7 +52,7 @@ cd "$(dirname "$0")/.."
 mkdir -p "$OUT"
 # GPU_BENCHMARK_DEVICE=cpu: both frameworks on the CPU, to try this script without a GPU.
 DEVICE="${GPU_BENCHMARK_DEVICE:-cuda}"
-"$PYTHON" -c "import jax, sys; d = jax.devices()[0]; assert d.platform == 'gpu' or sys.argv[1] == 'cpu', f'no GPU visible to JAX: {d}'; print('device:', d.device_kind, 'jax', jax.__version__)" "$DEVICE"
+"$PYTHON" -c "import jax, sys; d = jax.devices()[0]; d.platform == 'gpu' or sys.argv[1] == 'cpu' or sys.exit(f'error: no GPU visible to JAX ({d}); GPU_BENCHMARK_DEVICE=cpu tries the script on the CPU'); print('device:', d.device_kind, 'jax', jax.__version__)" "$DEVICE" || exit 1
 nvidia-smi --query-gpu=name,memory.total,clocks.max.sm,driver_version --format=csv || true
 
 if [[ -z "$FLOPS" ]]; then
