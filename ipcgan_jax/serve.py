@@ -220,7 +220,9 @@ def build_page(page: AgeingPage, gradio: Any, *, keep_minutes: float = DEFAULT_K
             return page.run(page.uploaded_path(photo), ages_text, bool(animate), frames, duration_s,
                             bool(whole_photo))
         except PhotoRejected as error:
-            raise gr.Error(str(error), title="Cannot age this photo") from None
+            # One line in the server's log, not Gradio's traceback: the refusal is expected.
+            print(f"refused a request: {error}", file=sys.stderr)
+            raise gr.Error(str(error), title="Cannot age this photo", print_exception=False) from None
 
     with gr.Blocks(title="IPCGAN face ageing", analytics_enabled=False, delete_cache=(keep_s, keep_s)) as blocks:
         gr.Markdown("## Face ageing (IPCGAN)\nUpload a photo with a face, or take one with the camera. "
