@@ -233,6 +233,19 @@ def save_variables(directory: str, variables: PyTree, metadata: dict) -> None:
             json.dump(metadata, f, indent=2, sort_keys=True)
 
 
+def read_json_object(path: str) -> dict:
+    """The JSON object in the file at `path` (a run's config, an export's metadata);
+    CheckpointError naming the file when it is not valid JSON or not an object."""
+    with open(path) as f:
+        try:
+            content = json.load(f)
+        except json.JSONDecodeError as error:
+            raise CheckpointError(f"{path} is not valid JSON ({error})") from None
+    if not isinstance(content, dict):
+        raise CheckpointError(f"{path} holds a {type(content).__name__}, not a JSON object")
+    return content
+
+
 def load_variables(directory: str) -> tuple[PyTree, dict]:
     """Reads what `save_variables` wrote: (variables as numpy arrays, metadata)."""
     directory = os.path.abspath(directory)
@@ -241,15 +254,7 @@ def load_variables(directory: str) -> tuple[PyTree, dict]:
         raise CheckpointError(f"no exported network variables at {directory} "
                               f"(expected {VARIABLES_DIR}/ and {METADATA_FILE} inside)")
     metadata_path = os.path.join(directory, METADATA_FILE)
-    metadata = {}
-    if os.path.exists(metadata_path):
-        with open(metadata_path) as f:
-            try:
-                metadata = json.load(f)
-            except json.JSONDecodeError as error:
-                raise CheckpointError(f"{metadata_path} is not valid JSON ({error})") from None
-        if not isinstance(metadata, dict):
-            raise CheckpointError(f"{metadata_path} holds a {type(metadata).__name__}, not a JSON object")
+    metadata = read_json_object(metadata_path) if os.path.exists(metadata_path) else {}
     _quiet_orbax_failures()
     try:
         with ocp.StandardCheckpointer() as checkpointer:

@@ -32,7 +32,6 @@ on what else is being aged. Two BN modes remain, selected by `bn_mode`:
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 from typing import Any, Literal, Sequence
 
@@ -100,14 +99,7 @@ def read_run_config(workdir: str) -> ml_collections.ConfigDict:
     if not os.path.isfile(path):
         raise NotAGeneratorError(f"{path} not found: {workdir} is not a GAN run's workdir, nor an exported "
                                  "generator (no variables/ folder)")
-    with open(path) as f:
-        try:
-            recorded = json.load(f)
-        except json.JSONDecodeError as error:
-            raise NotAGeneratorError(f"{path} is not valid JSON ({error})") from None
-    if not isinstance(recorded, dict):
-        raise NotAGeneratorError(f"{path} holds a {type(recorded).__name__}, not a run's config")
-    return ml_collections.ConfigDict(recorded)
+    return ml_collections.ConfigDict(checkpointing.read_json_object(path))
 
 
 def _generator_from_params(params: PyTree) -> Generator:
