@@ -84,7 +84,8 @@ def list_photos(inputs: Sequence[str]) -> tuple[list[str], list[str]]:
     return photos, others
 
 
-def _is_inside(path: str, folder: str) -> bool:
+def is_inside(path: str, folder: str) -> bool:
+    """Whether `path` is `folder` or lies under it, links resolved."""
     path, folder = os.path.realpath(path), os.path.realpath(folder)
     return os.path.commonpath([path, folder]) == folder
 
@@ -97,7 +98,7 @@ def claim_output_dir(out: str | None, inputs: Sequence[str]) -> tuple[str, bool]
 
     def check_outside_inputs(folder: str) -> None:
         for input_dir in input_dirs:
-            if _is_inside(folder, input_dir):
+            if is_inside(folder, input_dir):
                 raise UsageError(f"output folder {folder} is inside the input folder {input_dir}; "
                                  "choose --out elsewhere (inputs are never written to)")
 
@@ -135,20 +136,7 @@ def _unique_stem(path: str, used: set[str]) -> str:
 
 
 def _save_new(path: str, image: np.ndarray) -> None:
-    _write_new(path, visualization.png_bytes(image))
-
-
-def _write_new(path: str, data: bytes) -> None:
-    """Writes a new file (never overwrites); one that cannot be written whole is removed."""
-    file = open(path, "xb")  # exclusive: an existing file is left as it is
-    try:
-        with file:
-            file.write(data)
-    except BaseException as error:
-        os.remove(path)
-        if isinstance(error, OSError):
-            raise OSError(f"writing {path} failed: {error.strerror or error}; it was removed") from None
-        raise
+    visualization.write_new_file(path, visualization.png_bytes(image))
 
 
 def frame_ms(num_frames: int, duration_s: float) -> int:
@@ -307,11 +295,11 @@ def _age_into(args: argparse.Namespace, photos: list[str], other_files: list[str
                 frame_ages, animation_ms = progression
                 frames = ager.reage(face, ages=frame_ages)
                 suffix = args.animation_format
-                _write_new(os.path.join(out, f"{name}_progression.{suffix}"), visualization.animation_bytes(
+                visualization.write_new_file(os.path.join(out, f"{name}_progression.{suffix}"), visualization.animation_bytes(
                     frames.outputs, frame_ms=animation_ms, image_format=suffix))
                 _save_new(os.path.join(out, f"{name}_progression_strip.png"), progression_strip(frames))
                 if args.paste_back:
-                    _write_new(os.path.join(out, f"{name}_progression_photo.{suffix}"), visualization.animation_bytes(
+                    visualization.write_new_file(os.path.join(out, f"{name}_progression_photo.{suffix}"), visualization.animation_bytes(
                         frames.paste_back(original), frame_ms=animation_ms, image_format=suffix))
             num_faces += 1
     print(f"aged {num_faces} face(s) from {len(photos) - len(skipped)} of {len(photos)} photo(s)"

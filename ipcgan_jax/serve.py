@@ -159,10 +159,9 @@ class AgeingPage:
         path = photo.get("path") if isinstance(photo, dict) else getattr(photo, "path", None)
         if not path:
             return None
-        real, folder = os.path.realpath(str(path)), os.path.realpath(self.temp_dir)
-        if os.path.commonpath([real, folder]) != folder:
+        if not age.is_inside(str(path), self.temp_dir):
             raise PhotoRejected("That file was not uploaded to this page.")
-        return real
+        return os.path.realpath(str(path))
 
     def run(self, photo_path: str | None, ages_text: str | None, animate: bool, frames: Any, duration_s: Any,
             whole_photo: bool) -> tuple[np.ndarray, str | None, np.ndarray | None, str]:
@@ -188,8 +187,7 @@ class AgeingPage:
         progression = self.ager.reage(face, ages=frame_ages)
         movie = self.whole_photo_frames(progression, pixels) if whole_photo else progression.outputs
         path = os.path.join(self.temp_dir, f"ageing_{uuid.uuid4().hex}.webp")
-        with open(path, "xb") as f:
-            f.write(visualization.animation_bytes(movie, frame_ms=animation_ms))
+        visualization.write_new_file(path, visualization.animation_bytes(movie, frame_ms=animation_ms))
         strip = age.progression_strip(progression)
         return grid, path, strip, message + f", and animated {len(frame_ages)} frames from 11-20 to 51+."
 

@@ -38,6 +38,21 @@ def save_png(path: str, image: np.ndarray) -> None:
     Image.fromarray(np.asarray(image, np.uint8)).save(path)
 
 
+def write_new_file(path: str, data: bytes) -> None:
+    """Writes `data` to a new file at `path`: FileExistsError, touching nothing, when a file
+    is there; a file that cannot be written whole (a full disk) is removed, and the OSError
+    names it."""
+    file = open(path, "xb")  # exclusive: an existing file is left as it is
+    try:
+        with file:
+            file.write(data)
+    except BaseException as error:
+        os.remove(path)
+        if isinstance(error, OSError):
+            raise OSError(f"writing {path} failed: {error.strerror or error}; it was removed") from None
+        raise
+
+
 def save_png_beside(path: str, image: np.ndarray) -> str:
     """Writes `image` as a PNG at `path`, or, when a different file is there (never
     overwritten), at NAME_2.png, NAME_3.png, ...; a file with the same bytes (a resumed run
@@ -47,19 +62,12 @@ def save_png_beside(path: str, image: np.ndarray) -> str:
     for index in itertools.count(1):
         candidate = path if index == 1 else f"{stem}_{index}{extension}"
         try:
-            file = open(candidate, "xb")
+            write_new_file(candidate, data)
+            return candidate
         except FileExistsError:
             with open(candidate, "rb") as f:
                 if f.read() == data:
                     return candidate
-            continue
-        try:
-            with file:
-                file.write(data)
-        except BaseException:
-            os.remove(candidate)  # ours, half written
-            raise
-        return candidate
 
 
 # Animation formats `animation_bytes` writes: lossless animated WebP keeps every frame's

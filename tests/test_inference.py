@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from ipcgan_jax import age, checkpointing, gan, inference
+from ipcgan_jax import age, checkpointing, gan, inference, visualization
 from ipcgan_jax.runlib import workdir as workdir_lib
 from ipcgan_jax.data import framing, synthetic
 from tests.helpers import tiny_gan_config
@@ -279,20 +279,20 @@ def test_cli_a_file_that_cannot_be_written_is_removed_and_stops_the_run(workdir,
     resource.setrlimit(resource.RLIMIT_FSIZE, (4096, limits[1]))  # as a full disk: writes past 4 KB fail
     try:
         with pytest.raises(OSError, match="writing .*big.png failed: File too large; it was removed"):
-            age._write_new(str(path), b"x" * 10_000)
+            visualization.write_new_file(str(path), b"x" * 10_000)
     finally:
         resource.setrlimit(resource.RLIMIT_FSIZE, limits)
         signal.signal(signal.SIGXFSZ, handler)
     assert not path.exists()
     path.write_bytes(b"mine")
     with pytest.raises(FileExistsError):
-        age._write_new(str(path), b"theirs")
+        visualization.write_new_file(str(path), b"theirs")
     assert path.read_bytes() == b"mine"
 
     def disk_full(path, data):
         raise OSError(f"writing {path} failed: No space left on device; it was removed")
 
-    monkeypatch.setattr(age, "_write_new", disk_full)
+    monkeypatch.setattr(visualization, "write_new_file", disk_full)
     out = tmp_path / "out"
     assert age.main([str(photo_folder), f"--workdir={workdir}", f"--out={out}"]) == 2
     assert _last_line(capsys).startswith(f"error: writing {out}/") and not out.exists()

@@ -71,8 +71,7 @@ def pack_splits(data_config: ml_collections.ConfigDict, splits: Sequence[str], o
         raise ValueError(f"image_size is {image_size}; expected a size in pixels, or 0 for as stored")
     if max_per_group < 0:
         raise ValueError(f"max_per_group is {max_per_group}; expected a count, or 0 for all")
-    if not 0 <= jpeg_quality <= 100:
-        raise ValueError(f"jpeg_quality is {jpeg_quality}; expected 1..100, or 0 for decoded pixels")
+    packed.check_jpeg_quality(jpeg_quality)
     data = ml_collections.ConfigDict(data_config.to_dict())
     data.packed_path = ""
     recorded = {key: value for key, value in data.to_dict().items()

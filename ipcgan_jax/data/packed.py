@@ -60,6 +60,12 @@ def split_dir(packed_path: str, split: str) -> str:
     return os.path.join(os.path.expanduser(packed_path), split)
 
 
+def check_jpeg_quality(jpeg_quality: int) -> None:
+    """ValueError unless `jpeg_quality` is 1..100 (JPEG files of that quality) or 0 (pixels)."""
+    if not 0 <= jpeg_quality <= 100:
+        raise ValueError(f"jpeg_quality is {jpeg_quality}; expected 1..100, or 0 for decoded pixels")
+
+
 def check_new_split(packed_path: str, split: str) -> None:
     """Raises FileExistsError unless `split` can be written under `packed_path`: its folder
     must not exist, nor a SPLIT.partial folder that an interrupted pack did not leave."""
@@ -88,8 +94,7 @@ def write_split(
 
     The folder appears only when complete; an existing one is an error (delete it to
     pack again), and so is SPLIT.partial unless an interrupted pack left it."""
-    if not 0 <= jpeg_quality <= 100:
-        raise ValueError(f"jpeg_quality is {jpeg_quality}; expected 1..100, or 0 for decoded pixels")
+    check_jpeg_quality(jpeg_quality)
     check_new_split(packed_path, split)
     directory = split_dir(packed_path, split)
     count = len(labels["age_group"])

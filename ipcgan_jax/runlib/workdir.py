@@ -42,12 +42,11 @@ def prepare_workdir(config: ml_collections.ConfigDict, workdir: str) -> None:
     config_path = os.path.join(workdir, CONFIG_FILE)
     current = json.loads(config.to_json_best_effort(sort_keys=True))
     if os.path.exists(config_path):
-        with open(config_path) as f:
-            try:
-                recorded = json.load(f)
-            except json.JSONDecodeError as error:
-                raise ConfigError(f"{config_path} is not valid JSON ({error}); it records this workdir's "
-                                  "run: restore it, or choose a new --workdir") from None
+        try:
+            recorded = checkpointing.read_json_object(config_path)
+        except checkpointing.CheckpointError as error:
+            raise ConfigError(f"{error}; it records this workdir's run: restore it, or choose a new "
+                              "--workdir") from None
         changed = sorted(key for key in _diff_keys(recorded, current) - RESUMABLE_CHANGES
                          if not _added_later_at_default(recorded, current, key))
         binding = [key for key in changed if _holds_training_state(_run_of_key(workdir, key))]
@@ -126,14 +125,11 @@ def check_export_dir(workdir: str, task: str) -> dict | None:
     if not os.path.exists(export_dir):
         return None
     metadata_path = os.path.join(export_dir, checkpointing.METADATA_FILE)
-    previous = {}
-    if os.path.isfile(metadata_path):
-        with open(metadata_path) as f:
-            try:
-                previous = json.load(f)
-            except json.JSONDecodeError:
-                previous = {}
-    if not isinstance(previous, dict) or previous.get("task") != task:
+    try:
+        previous = checkpointing.read_json_object(metadata_path) if os.path.isfile(metadata_path) else {}
+    except checkpointing.CheckpointError:  # not this project's metadata: someone else's folder
+        previous = {}
+    if previous.get("task") != task:
         raise ConfigError(f"{export_dir} exists and was not written by a {task!r} run; move it away or "
                           "choose a new --workdir")
     return previous
