@@ -335,6 +335,9 @@ def test_unusable_workdirs_are_named_in_one_line(frozen_dir, tmp_path):
     (damaged / workdir_lib.CONFIG_FILE).write_text('{"task": "ga')
     with pytest.raises(configlib.ConfigError, match=f"{damaged / workdir_lib.CONFIG_FILE} is not valid JSON"):
         tasks.train_and_evaluate(make_config(frozen_dir), str(damaged))
+    (damaged / workdir_lib.CONFIG_FILE).write_text('["gan"]')
+    with pytest.raises(configlib.ConfigError, match=f"{damaged / workdir_lib.CONFIG_FILE} holds a list"):
+        tasks.train_and_evaluate(make_config(frozen_dir), str(damaged))
 
 
 def test_sample_sheets_never_replace_a_file_they_did_not_write(tmp_path):
